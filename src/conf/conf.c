@@ -1,0 +1,1656 @@
+/* Configuration: the one table of options (type, default, range, reload), the file parser
+ * with includes, printing in the file's own syntax, and `sealmail config check|show`.
+ * Runs in the master and the CLI; children get a copy of struct conf at fork. Untrusted
+ * input: the config files and $SEALMAIL_HOME/$SEALMAIL_CONF. They are the admin's, but may
+ * be wrong in any way: every mistake is reported as "file:line: option: message" and no
+ * input makes this code crash, loop or block. */
+#include "conf/conf.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "util/log.h"
+
+#define CONF_LINE_MAX 4096     /* bytes in a line, without its line ending */
+#define CONF_INCLUDE_DEPTH 8   /* files nested by include; also ends include loops */
+#define CONF_MAX_FILES 256     /* files read by one load, so globs cannot fan out forever */
+#define CONF_NAME_MAX 64       /* option and section names */
+#define CONF_VALUE_SHOW 60     /* bytes of a bad value quoted back in an error */
+
+enum conf_type {
+	CT_STRING,   /* text, checked by the option's check function */
+	CT_PATH,     /* file name; relative to the directory of the file that sets it */
+	CT_INT,      /* whole number */
+	CT_SIZE,     /* bytes, with an optional K, M or G (1024-based) */
+	CT_DURATION, /* seconds, with an optional s, m or h */
+	CT_BOOL,     /* yes/no, true/false, on/off */
+	CT_LISTEN,   /* "IP:PORT", "[IPv6]:PORT" or "" (disabled) */
+	CT_ENUM,     /* one of names[] */
+	CT_CERT,     /* tls.cert: starts a certificate pair */
+	CT_KEY,      /* tls.key: completes it */
+};
+
+struct conf_option {
+	const char *section;      /* NULL: top level, before any [section] */
+	const char *key;
+	enum conf_type type;
+	size_t off;               /* offsetof(struct conf, field) */
+	size_t size;              /* sizeof the field */
+	long long def;            /* default of numbers, bools (0/1) and enums (index) */
+	const char *def_str;      /* default of text with a file (NULL: computed or "") */
+	const char *def_embedded; /* default of text without a file (NULL: as def_str) */
+	const char *def_doc;      /* default as documented, when it is computed */
+	long long min, max;       /* numbers */
+	bool reload;              /* SIGHUP may change it */
+	const char *const *names; /* CT_ENUM: value names, index = enum value */
+	bool (*check)(const char *v, char *why, size_t whysz);
+	const char *syntax;       /* CT_STRING: what a value looks like, for the reference */
+	const char *doc;
+};
+
+static bool check_hostname(const char *v, char *why, size_t whysz);
+static bool check_user(const char *v, char *why, size_t whysz);
+static bool check_mailbox(const char *v, char *why, size_t whysz);
+
+static const char *const log_dest_names[] = {"stderr", "syslog", NULL};
+
+#define FLD(f) .off = offsetof(struct conf, f), .size = sizeof(((struct conf *)0)->f)
+#define LST(k)                                                                                     \
+	.off = offsetof(struct conf, listeners) + (k) * sizeof(struct conf_listener),              \
+	.size = sizeof(struct conf_listener)
+#define KIB 1024LL
+#define MIB (1024LL * KIB)
+#define GIB (1024LL * MIB)
+
+/* habit 12: config is data. Top-level options come first (conf_print relies on it). */
+static const struct conf_option conf_opts[] = {
+	{.key = "hostname", .type = CT_STRING, FLD(hostname), .check = check_hostname,
+	 .def_doc = "the system host name", .syntax = "domain name", .reload = true,
+	 .doc = "Name in the greeting, the EHLO reply, Received headers and bounces "
+		"(MAILER-DAEMON@hostname). Use the name your MX record points to."},
+	{.key = "data_dir", .type = CT_PATH, FLD(data_dir), .def_str = "/var/lib/sealmail",
+	 .def_doc = "/var/lib/sealmail (no file: $SEALMAIL_HOME or ./sealmail-data)",
+	 .doc = "Directory for the spool, the store (sealmail.db) and generated keys; it must be "
+		"writable by `user`."},
+	{.key = "user", .type = CT_STRING, FLD(user), .check = check_user, .def_str = "sealmail",
+	 .def_embedded = "", .syntax = "user name, or \"\"",
+	 .doc = "Unprivileged user every process switches to after the ports are bound; \"\" "
+		"keeps the user sealmail was started as."},
+	{.key = "workers", .type = CT_INT, FLD(workers), .def = 0, .min = 0, .max = 256,
+	 .doc = "SMTP worker processes; 0 starts one per CPU core."},
+	{.key = "postmaster", .type = CT_STRING, FLD(postmaster), .check = check_mailbox,
+	 .def_embedded = "postmaster@localhost", .syntax = "address",
+	 .def_doc = "postmaster@<hostname> (no file: postmaster@localhost)", .reload = true,
+	 .doc = "Mailbox that receives mail for postmaster@ every local domain and for "
+		"<Postmaster> (RFC 5321 4.5.1)."},
+
+	{.section = "listen", .key = "mx", .type = CT_LISTEN, LST(CONF_LST_MX),
+	 .def_str = "0.0.0.0:25", .def_embedded = "127.0.0.1:2525",
+	 .doc = "Where other mail servers deliver to you (SMTP with STARTTLS, RFC 5321); \"\" "
+		"turns it off."},
+	{.section = "listen", .key = "submission", .type = CT_LISTEN, LST(CONF_LST_SUBMISSION),
+	 .def_str = "0.0.0.0:587", .def_embedded = "127.0.0.1:2587",
+	 .doc = "Where your users' mail programs send (RFC 6409; AUTH only after STARTTLS); "
+		"\"\" turns it off."},
+	{.section = "listen", .key = "submissions", .type = CT_LISTEN, LST(CONF_LST_SUBMISSIONS),
+	 .def_str = "0.0.0.0:465", .def_embedded = "127.0.0.1:2465",
+	 .doc = "Submission over implicit TLS (RFC 8314, preferred by current clients); \"\" "
+		"turns it off."},
+
+	{.section = "tls", .key = "cert", .type = CT_CERT, .reload = true,
+	 .doc = "Certificate chain in PEM (Let's Encrypt: fullchain.pem). Each tls.cert starts a "
+		"pair; several pairs are chosen by SNI. None: a self-signed one in data_dir."},
+	{.section = "tls", .key = "key", .type = CT_KEY, .reload = true,
+	 .doc = "Private key in PEM (Let's Encrypt: privkey.pem) for the tls.cert just above it."},
+	{.section = "tls", .key = "resumption", .type = CT_BOOL, FLD(tls_resumption), .def = 1,
+	 .reload = true,
+	 .doc = "Let clients resume TLS sessions (tickets and a session cache), which saves a "
+		"full handshake per connection."},
+
+	{.section = "limits", .key = "message_size", .type = CT_SIZE, FLD(max_message_size),
+	 .def = LIM_MSG_SIZE_DEFAULT, .min = KIB, .max = 2 * GIB, .reload = true,
+	 .doc = "Largest message accepted, advertised in EHLO as SIZE (RFC 1870)."},
+	{.section = "limits", .key = "recipients", .type = CT_INT, FLD(max_recipients),
+	 .def = LIM_RCPTS_DEFAULT, .min = 1, .max = 10000, .reload = true,
+	 .doc = "Recipients per message; more get 452 (RFC 5321 4.5.3.1.8 asks that 100 be "
+		"accepted)."},
+	{.section = "limits", .key = "errors", .type = CT_INT, FLD(max_errors),
+	 .def = LIM_ERRORS_DEFAULT, .min = 1, .max = 1000, .reload = true,
+	 .doc = "Failed commands in one session before it is closed with 421."},
+	{.section = "limits", .key = "connections", .type = CT_INT, FLD(max_connections),
+	 .def = LIM_CONNECTIONS_DEFAULT, .min = 1, .max = 1000000, .reload = true,
+	 .doc = "Simultaneous connections, all listeners together; more wait in the kernel's "
+		"backlog."},
+	{.section = "limits", .key = "connections_per_ip", .type = CT_INT,
+	 FLD(max_connections_per_ip), .def = LIM_CONNECTIONS_PER_IP_DEFAULT, .min = 1,
+	 .max = 100000, .reload = true,
+	 .doc = "Simultaneous connections from one client address; more get 421."},
+	{.section = "limits", .key = "idle_timeout", .type = CT_DURATION, FLD(idle_timeout),
+	 .def = LIM_IDLE_TIMEOUT_DEFAULT, .min = 10, .max = 3600, .reload = true,
+	 .doc = "How long to wait for a client's next command (RFC 5321 4.5.3.2.7 asks for at "
+		"least 5m)."},
+	{.section = "limits", .key = "data_timeout", .type = CT_DURATION, FLD(data_timeout),
+	 .def = LIM_DATA_TIMEOUT_DEFAULT, .min = 30, .max = 7200, .reload = true,
+	 .doc = "How long the whole DATA phase of one message may take."},
+	{.section = "limits", .key = "received_headers", .type = CT_INT, FLD(max_received),
+	 .def = LIM_RECEIVED_DEFAULT, .min = 5, .max = 500, .reload = true,
+	 .doc = "A message with more Received headers is a mail loop and is refused (RFC 5321 "
+		"6.3)."},
+	{.section = "limits", .key = "shutdown_grace", .type = CT_DURATION, FLD(shutdown_grace),
+	 .def = LIM_SHUTDOWN_GRACE_DEFAULT, .min = 0, .max = 600, .reload = true,
+	 .doc = "On SIGTERM, how long open sessions may finish before they are closed."},
+
+	{.section = "queue", .key = "scan_interval", .type = CT_DURATION,
+	 FLD(queue_scan_interval), .def = 60, .min = 1, .max = 3600, .reload = true,
+	 .doc = "How often the queue looks for messages that are due for delivery."},
+	{.section = "queue", .key = "retry_interval", .type = CT_DURATION,
+	 FLD(queue_retry_interval), .def = 300, .min = 10, .max = 86400, .reload = true,
+	 .doc = "Wait before a failed local delivery is tried again."},
+
+	{.section = "log", .key = "destination", .type = CT_ENUM, FLD(log_dest),
+	 .def = CONF_LOG_STDERR, .names = log_dest_names,
+	 .doc = "stderr (one line per event; journald adds time and host) or syslog (facility "
+		"mail)."},
+	{.section = "log", .key = "debug", .type = CT_BOOL, FLD(log_debug), .def = 0,
+	 .reload = true,
+	 .doc = "Also log debug lines (never message bodies, AUTH data or passwords)."},
+};
+
+#define NOPTS (sizeof(conf_opts) / sizeof(conf_opts[0]))
+_Static_assert(NOPTS <= CONF_OPT_MAX, "raise CONF_OPT_MAX in conf.h");
+_Static_assert(sizeof(enum conf_log_dest) == sizeof(int), "enums are stored as int");
+
+struct load_ctx {
+	struct conf *c;
+	struct conf_error *err;
+	int nfiles;
+	bool cert_open; /* the last tls.cert still waits for its tls.key */
+};
+
+struct file_ctx {
+	const char *path;
+	char dir[PATH_MAX]; /* absolute directory of path */
+	uint32_t fileid;    /* see struct conf_source */
+	int line;
+	int depth;
+	const char *section; /* points into conf_opts, NULL at top level */
+};
+
+/* ---- small helpers ---- */
+
+static int fail(struct conf_error *err, const char *file, int line, const char *opt,
+		const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* The one error format: "file:line: option: message", parts left out when unknown. */
+static int fail(struct conf_error *err, const char *file, int line, const char *opt,
+		const char *fmt, ...)
+{
+	char m[sizeof(err->msg)];
+	char where[sizeof(err->msg)] = "";
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(m, sizeof(m), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		m[0] = '\0';
+	if (file && line > 0)
+		n = snprintf(where, sizeof(where), "%s:%d: ", file, line);
+	else if (file)
+		n = snprintf(where, sizeof(where), "%s: ", file);
+	(void)n;
+	n = snprintf(err->msg, sizeof(err->msg), "%s%s%s%s", where, opt ? opt : "",
+		     opt ? ": " : "", m);
+	(void)n;
+	return -1;
+}
+
+static bool str_copy(char *dst, size_t n, const char *s)
+{
+	size_t l = strlen(s);
+	if (l >= n)
+		return false;
+	memcpy(dst, s, l + 1);
+	return true;
+}
+
+/* A bad value as quoted back in an error: printable ASCII only, cut at CONF_VALUE_SHOW. */
+static const char *vis(const char *v, char *buf, size_t n)
+{
+	size_t l = strlen(v);
+	log_safe(buf, n, v, l);
+	if (l > CONF_VALUE_SHOW && n > CONF_VALUE_SHOW + 4)
+		memcpy(buf + CONF_VALUE_SHOW, "...", 4);
+	return buf;
+}
+
+static char *field(struct conf *c, const struct conf_option *o)
+{
+	return (char *)c + o->off;
+}
+
+static const char *cfield(const struct conf *c, const struct conf_option *o)
+{
+	return (const char *)c + o->off;
+}
+
+static void opt_name(const struct conf_option *o, char *buf, size_t n)
+{
+	if (o->section)
+		snprintf(buf, n, "%s.%s", o->section, o->key);
+	else
+		snprintf(buf, n, "%s", o->key);
+}
+
+static const char *skip_ws(const char *p)
+{
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return p;
+}
+
+static bool is_name_char(char ch)
+{
+	return isalnum((unsigned char)ch) || ch == '_' || ch == '.' || ch == '-';
+}
+
+/* Levenshtein distance for did-you-mean; names are short (CONF_NAME_MAX). */
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	size_t row[CONF_NAME_MAX + 1];
+
+	if (la > CONF_NAME_MAX || lb > CONF_NAME_MAX)
+		return SIZE_MAX;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t best = diag + (a[i - 1] != b[j - 1]);
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+/* ---- value syntax: numbers, sizes, durations ---- */
+
+static void fmt_num(enum conf_type t, long long v, char *buf, size_t n)
+{
+	if (t == CT_SIZE && v != 0 && v % GIB == 0)
+		snprintf(buf, n, "%lldG", v / GIB);
+	else if (t == CT_SIZE && v != 0 && v % MIB == 0)
+		snprintf(buf, n, "%lldM", v / MIB);
+	else if (t == CT_SIZE && v != 0 && v % KIB == 0)
+		snprintf(buf, n, "%lldK", v / KIB);
+	else if (t == CT_DURATION && v != 0 && v % 3600 == 0)
+		snprintf(buf, n, "%lldh", v / 3600);
+	else if (t == CT_DURATION && v != 0 && v % 60 == 0)
+		snprintf(buf, n, "%lldm", v / 60);
+	else if (t == CT_DURATION)
+		snprintf(buf, n, "%llds", v);
+	else
+		snprintf(buf, n, "%lld", v);
+}
+
+/* An optional '-', digits and, for sizes and durations, one unit letter. Values beyond long
+ * long saturate, so the range check reports them. */
+static bool parse_num(enum conf_type t, const char *s, long long *out)
+{
+	const char *p = s[0] == '-' ? s + 1 : s;
+	long long mult = 1, v;
+	char *end;
+	bool overflow;
+
+	if (!isdigit((unsigned char)*p))
+		return false;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	overflow = errno == ERANGE;
+	if (*end != '\0') {
+		if (end[1] != '\0')
+			return false;
+		if (t == CT_SIZE && strchr("kK", *end))
+			mult = KIB;
+		else if (t == CT_SIZE && strchr("mM", *end))
+			mult = MIB;
+		else if (t == CT_SIZE && strchr("gG", *end))
+			mult = GIB;
+		else if (t == CT_DURATION && strchr("sS", *end))
+			mult = 1;
+		else if (t == CT_DURATION && strchr("mM", *end))
+			mult = 60;
+		else if (t == CT_DURATION && strchr("hH", *end))
+			mult = 3600;
+		else
+			return false;
+	}
+	if (overflow)
+		*out = v;
+	else if (v > LLONG_MAX / mult)
+		*out = LLONG_MAX;
+	else if (v < LLONG_MIN / mult)
+		*out = LLONG_MIN;
+	else
+		*out = v * mult;
+	return true;
+}
+
+static long long num_load(const struct conf_option *o, const struct conf *c)
+{
+	const char *p = cfield(c, o);
+	if (o->type == CT_SIZE) {
+		uint64_t u;
+		memcpy(&u, p, sizeof(u));
+		return u > (uint64_t)LLONG_MAX ? LLONG_MAX : (long long)u;
+	}
+	if (o->type == CT_BOOL) {
+		bool b;
+		memcpy(&b, p, sizeof(b));
+		return b;
+	}
+	int i;
+	memcpy(&i, p, sizeof(i));
+	return i;
+}
+
+static void num_store(const struct conf_option *o, struct conf *c, long long v)
+{
+	char *p = field(c, o);
+	if (o->type == CT_SIZE) {
+		uint64_t u = (uint64_t)v;
+		memcpy(p, &u, sizeof(u));
+	} else if (o->type == CT_BOOL) {
+		bool b = v != 0;
+		memcpy(p, &b, sizeof(b));
+	} else {
+		int i = (int)v;
+		memcpy(p, &i, sizeof(i));
+	}
+}
+
+static int parse_bool(const char *v)
+{
+	static const char *const yes[] = {"yes", "true", "on"}, *const no[] = {"no", "false", "off"};
+	for (size_t i = 0; i < 3; i++) {
+		if (strcasecmp(v, yes[i]) == 0)
+			return 1;
+		if (strcasecmp(v, no[i]) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+/* ---- listen addresses ---- */
+
+/* "IP:PORT", "[IPv6]:PORT" or "" (disabled). Numeric only: names would need DNS at start. */
+static int parse_listen(const char *v, struct conf_listener *l, const char **why)
+{
+	char host[64];
+	unsigned char bin[16];
+	const char *portp;
+	size_t hlen;
+	int af;
+
+	memset(l, 0, sizeof(*l));
+	if (v[0] == '\0')
+		return 0;
+	if (v[0] == '[') {
+		const char *close = strchr(v, ']');
+		if (!close) {
+			*why = "missing ] after the IPv6 address";
+			return -1;
+		}
+		if (close[1] != ':') {
+			*why = "expected :PORT after ], e.g. [::]:25";
+			return -1;
+		}
+		hlen = (size_t)(close - v - 1);
+		portp = close + 2;
+		af = AF_INET6;
+		v++;
+	} else {
+		const char *colon = strrchr(v, ':');
+		if (!colon) {
+			*why = "expected IP:PORT, e.g. 0.0.0.0:25 or [::]:25 (\"\" turns the listener "
+			       "off)";
+			return -1;
+		}
+		if (strchr(v, ':') != colon) {
+			*why = "an IPv6 address goes in brackets, e.g. [::]:25";
+			return -1;
+		}
+		hlen = (size_t)(colon - v);
+		portp = colon + 1;
+		af = AF_INET;
+	}
+	if (hlen == 0 || hlen >= sizeof(host)) {
+		*why = "expected a numeric IP address before :PORT";
+		return -1;
+	}
+	memcpy(host, v, hlen);
+	host[hlen] = '\0';
+	if (inet_pton(af, host, bin) != 1) {
+		*why = af == AF_INET ? "the address must be a numeric IPv4 address (host names are "
+				       "not allowed; IPv6 goes in brackets: [::1]:25)"
+				     : "not a numeric IPv6 address";
+		return -1;
+	}
+	long port = 0;
+	size_t nd = 0;
+	for (; portp[nd]; nd++) {
+		if (!isdigit((unsigned char)portp[nd]) || nd >= 5) {
+			port = -1;
+			break;
+		}
+		port = port * 10 + (portp[nd] - '0');
+	}
+	if (nd == 0 || port < 1 || port > 65535) {
+		*why = "the port must be a number from 1 to 65535";
+		return -1;
+	}
+	if (!inet_ntop(af, bin, l->addr, sizeof(l->addr))) {
+		*why = "cannot format the address";
+		return -1;
+	}
+	l->enabled = true;
+	l->port = (int)port;
+	return 0;
+}
+
+static void fmt_listen(const struct conf_listener *l, char *buf, size_t n)
+{
+	if (!l->enabled)
+		snprintf(buf, n, "%s", "");
+	else if (strchr(l->addr, ':'))
+		snprintf(buf, n, "[%s]:%d", l->addr, l->port);
+	else
+		snprintf(buf, n, "%s:%d", l->addr, l->port);
+}
+
+/* ---- checks of text options ---- */
+
+/* RFC 1035 2.3.1 / RFC 1123 2.1: letters, digits, hyphens; labels of 1-63 octets. */
+static bool check_hostname(const char *v, char *why, size_t whysz)
+{
+	size_t len = strlen(v), label = 0;
+
+	if (len == 0 || len > 253) {
+		snprintf(why, whysz, "must be a domain name of 1 to 253 characters");
+		return false;
+	}
+	for (size_t i = 0; i <= len; i++) {
+		char ch = v[i];
+		if (ch == '.' || ch == '\0') {
+			if (label == 0 || label > 63 || v[i - 1] == '-' || v[i - label] == '-') {
+				snprintf(why, whysz,
+					 "must be a domain name: labels of 1-63 letters, digits and "
+					 "inner hyphens, separated by dots");
+				return false;
+			}
+			label = 0;
+		} else if (isalnum((unsigned char)ch) || ch == '-') {
+			label++;
+		} else {
+			snprintf(why, whysz, "must be a domain name (letters, digits, '-' and '.')");
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool check_user(const char *v, char *why, size_t whysz)
+{
+	if (v[0] == '-' || strlen(v) > 32) {
+		snprintf(why, whysz, "must be a user name of at most 32 characters, or \"\"");
+		return false;
+	}
+	for (const char *p = v; *p; p++) {
+		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '.' && *p != '-') {
+			snprintf(why, whysz, "must be a user name (letters, digits, '_', '.', '-')");
+			return false;
+		}
+	}
+	return true;
+}
+
+/* local@domain; the local part is a RFC 5322 dot-atom of at most 64 octets (RFC 5321
+ * 4.5.3.1.1). */
+static bool check_mailbox(const char *v, char *why, size_t whysz)
+{
+	static const char atext[] = "!#$%&'*+-/=?^_`{|}~";
+	const char *at = strrchr(v, '@');
+	size_t llen = at ? (size_t)(at - v) : 0;
+
+	if (!at || llen == 0 || llen > LIM_LOCAL_PART) {
+		snprintf(why, whysz, "must be an address like postmaster@example.net");
+		return false;
+	}
+	for (size_t i = 0; i < llen; i++) {
+		char ch = v[i];
+		bool dot_ok = ch == '.' && i > 0 && i + 1 < llen && v[i + 1] != '.';
+		if (!isalnum((unsigned char)ch) && !(ch && strchr(atext, ch)) && !dot_ok) {
+			snprintf(why, whysz, "has a character not allowed before the @");
+			return false;
+		}
+	}
+	return check_hostname(at + 1, why, whysz);
+}
+
+/* ---- defaults ---- */
+
+static void default_hostname(char *buf, size_t n)
+{
+	char why[128];
+	if (gethostname(buf, n) != 0 || memchr(buf, '\0', n) == NULL ||
+	    !check_hostname(buf, why, sizeof(why)))
+		str_copy(buf, n, "localhost");
+}
+
+static bool has_ctl(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+/* $SEALMAIL_HOME or ./sealmail-data, made absolute so a later chdir cannot move it. */
+static void default_data_dir(char *buf, size_t n)
+{
+	const char *home = getenv("SEALMAIL_HOME");
+	char cwd[PATH_MAX];
+	int r;
+
+	if (home && home[0] && has_ctl(home)) {
+		log_warn("event=config_warning reason=\"SEALMAIL_HOME has control characters; "
+			 "ignored\"");
+		home = NULL;
+	}
+	if (!home || !home[0])
+		home = "sealmail-data";
+	if (home[0] == '/' && str_copy(buf, n, home))
+		return;
+	if (home[0] != '/' && getcwd(cwd, sizeof(cwd))) {
+		r = snprintf(buf, n, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "", home);
+		if (r > 0 && (size_t)r < n)
+			return;
+	}
+	log_warn("event=config_warning reason=\"cannot make an absolute data_dir\"");
+	str_copy(buf, n, "sealmail-data");
+}
+
+/* A mismatch between the table and struct conf is a bug: stop at once. */
+static void table_check(void)
+{
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct conf_option *o = &conf_opts[i];
+		size_t want = 0;
+		switch (o->type) {
+		case CT_INT:
+		case CT_DURATION:
+		case CT_ENUM:
+			want = sizeof(int);
+			break;
+		case CT_SIZE:
+			want = sizeof(uint64_t);
+			break;
+		case CT_BOOL:
+			want = sizeof(bool);
+			break;
+		case CT_LISTEN:
+			want = sizeof(struct conf_listener);
+			break;
+		case CT_STRING:
+		case CT_PATH:
+			want = o->size > 1 ? o->size : 0;
+			break;
+		case CT_CERT:
+		case CT_KEY:
+			want = o->size;
+			break;
+		}
+		if (want != o->size || (i > 0 && o->section == NULL && conf_opts[i - 1].section))
+			fatal("bug: config table entry %s", o->key);
+	}
+}
+
+static void apply_defaults(struct conf *c, bool embedded)
+{
+	table_check();
+	memset(c, 0, sizeof(*c));
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct conf_option *o = &conf_opts[i];
+		const char *s = embedded && o->def_embedded ? o->def_embedded : o->def_str;
+		const char *why = "";
+		struct conf_listener l;
+
+		switch (o->type) {
+		case CT_STRING:
+		case CT_PATH:
+			if (s && !str_copy(field(c, o), o->size, s))
+				fatal("bug: default of %s too long", o->key);
+			break;
+		case CT_LISTEN:
+			if (parse_listen(s ? s : "", &l, &why) < 0)
+				fatal("bug: default of %s: %s", o->key, why);
+			memcpy(field(c, o), &l, sizeof(l));
+			break;
+		case CT_CERT:
+		case CT_KEY:
+			break;
+		default:
+			num_store(o, c, o->def);
+			break;
+		}
+	}
+	default_hostname(c->hostname, sizeof(c->hostname));
+	if (embedded)
+		default_data_dir(c->data_dir, sizeof(c->data_dir));
+	c->seed_localhost = embedded;
+}
+
+void conf_defaults(struct conf *c)
+{
+	apply_defaults(c, true);
+}
+
+/* ---- values in print form ---- */
+
+/* The value of option o in the syntax the parser reads (without quoting). */
+static void fmt_value(const struct conf_option *o, const struct conf *c, char *buf, size_t n)
+{
+	struct conf_listener l;
+	long long v;
+
+	switch (o->type) {
+	case CT_STRING:
+	case CT_PATH:
+		snprintf(buf, n, "%s", cfield(c, o));
+		break;
+	case CT_LISTEN:
+		memcpy(&l, cfield(c, o), sizeof(l));
+		fmt_listen(&l, buf, n);
+		break;
+	case CT_BOOL:
+		snprintf(buf, n, "%s", num_load(o, c) ? "yes" : "no");
+		break;
+	case CT_ENUM:
+		v = num_load(o, c);
+		for (long long k = 0; k <= v; k++) {
+			if (!o->names[k]) {
+				v = -1;
+				break;
+			}
+		}
+		snprintf(buf, n, "%s", v >= 0 ? o->names[v] : "?");
+		break;
+	case CT_CERT:
+	case CT_KEY:
+		buf[0] = '\0';
+		break;
+	default:
+		fmt_num(o->type, num_load(o, c), buf, n);
+		break;
+	}
+}
+
+/* Quotes v when the parser would otherwise read it differently. */
+static void quote_value(const char *v, char *buf, size_t n)
+{
+	size_t l = strlen(v), o = 0;
+	bool need = l == 0 || v[0] == '"' || v[0] == ' ' || v[0] == '\t' || v[l - 1] == ' ' ||
+		    v[l - 1] == '\t' || strchr(v, '#');
+
+	if (!need) {
+		snprintf(buf, n, "%s", v);
+		return;
+	}
+	if (n < 3) {
+		buf[0] = '\0';
+		return;
+	}
+	buf[o++] = '"';
+	for (size_t i = 0; i < l && o + 3 < n; i++) {
+		if (v[i] == '"' || v[i] == '\\')
+			buf[o++] = '\\';
+		buf[o++] = v[i];
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+}
+
+const char *conf_source_file(const struct conf *c, struct conf_source s)
+{
+	if (s.line <= 0 || s.file == 0 || s.file > c->src_files_len)
+		return NULL;
+	return c->src_files + s.file - 1;
+}
+
+static void print_line(FILE *out, const char *name, const char *value, const struct conf *c,
+		       struct conf_source src)
+{
+	char q[2 * PATH_MAX + 3];
+	const char *file = conf_source_file(c, src);
+	int n;
+
+	quote_value(value, q, sizeof(q));
+	n = fprintf(out, "%s = %s", name, q);
+	for (; n >= 0 && n < 39; n++)
+		fputc(' ', out);
+	if (file)
+		fprintf(out, " # %s:%d\n", file, src.line);
+	else
+		fprintf(out, " # default\n");
+}
+
+void conf_print(FILE *out, const struct conf *c, bool nondefault_only)
+{
+	char name[2 * CONF_NAME_MAX], val[PATH_MAX + 64];
+
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct conf_option *o = &conf_opts[i];
+		if (o->type == CT_KEY)
+			continue;
+		if (o->type == CT_CERT) {
+			int nc = c->ncerts < 0 ? 0 : c->ncerts > LIM_CERTS ? LIM_CERTS : c->ncerts;
+			if (nc == 0 && !nondefault_only)
+				fprintf(out, "# tls.cert, tls.key: none; a self-signed certificate is "
+					     "made in data_dir\n");
+			for (int k = 0; k < nc; k++) {
+				print_line(out, "tls.cert", c->certs[k].cert_file, c,
+					   c->certs[k].cert_src);
+				print_line(out, "tls.key", c->certs[k].key_file, c,
+					   c->certs[k].key_src);
+			}
+			continue;
+		}
+		if (nondefault_only && c->src[i].line <= 0)
+			continue;
+		opt_name(o, name, sizeof(name));
+		fmt_value(o, c, val, sizeof(val));
+		print_line(out, name, val, c, c->src[i]);
+	}
+}
+
+void conf_print_reference(FILE *out)
+{
+	char name[2 * CONF_NAME_MAX], def[2 * PATH_MAX + 160], lo[32], hi[32], range[256];
+	struct conf *d = xmalloc(sizeof(*d));
+
+	apply_defaults(d, false);
+	fprintf(out, "| option | default | range | reload | meaning |\n");
+	fprintf(out, "| --- | --- | --- | --- | --- |\n");
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct conf_option *o = &conf_opts[i];
+		opt_name(o, name, sizeof(name));
+		if (o->def_doc) {
+			snprintf(def, sizeof(def), "%s", o->def_doc);
+		} else if (o->type == CT_CERT || o->type == CT_KEY) {
+			snprintf(def, sizeof(def), "none");
+		} else {
+			char v1[PATH_MAX + 64];
+			fmt_value(o, d, v1, sizeof(v1));
+			if (o->def_embedded && strcmp(o->def_embedded, v1) != 0)
+				snprintf(def, sizeof(def), "`%s` (no file: `%s`)",
+					 v1[0] ? v1 : "\"\"",
+					 o->def_embedded[0] ? o->def_embedded : "\"\"");
+			else
+				snprintf(def, sizeof(def), "`%s`", v1[0] ? v1 : "\"\"");
+		}
+		switch (o->type) {
+		case CT_INT:
+		case CT_SIZE:
+		case CT_DURATION:
+			fmt_num(o->type, o->min, lo, sizeof(lo));
+			fmt_num(o->type, o->max, hi, sizeof(hi));
+			snprintf(range, sizeof(range), "%s – %s", lo, hi);
+			break;
+		case CT_BOOL:
+			snprintf(range, sizeof(range), "yes, no");
+			break;
+		case CT_ENUM:
+			snprintf(range, sizeof(range), "%s, %s", o->names[0], o->names[1]);
+			break;
+		case CT_LISTEN:
+			snprintf(range, sizeof(range), "IP:PORT, [IPv6]:PORT, \"\"");
+			break;
+		case CT_STRING:
+			snprintf(range, sizeof(range), "%s", o->syntax ? o->syntax : "text");
+			break;
+		default:
+			snprintf(range, sizeof(range), "path");
+			break;
+		}
+		fprintf(out, "| `%s` | %s | %s | %s | %s |\n", name, def, range,
+			o->reload ? "yes" : "no", o->doc);
+	}
+	free(d);
+}
+
+static bool certs_same(const struct conf *a, const struct conf *b)
+{
+	if (a->ncerts != b->ncerts || a->ncerts < 0 || a->ncerts > LIM_CERTS)
+		return a->ncerts == b->ncerts;
+	for (int k = 0; k < a->ncerts; k++)
+		if (strcmp(a->certs[k].cert_file, b->certs[k].cert_file) != 0 ||
+		    strcmp(a->certs[k].key_file, b->certs[k].key_file) != 0)
+			return false;
+	return true;
+}
+
+bool conf_same(const struct conf *a, const struct conf *b)
+{
+	char va[PATH_MAX + 64], vb[PATH_MAX + 64];
+
+	for (size_t i = 0; i < NOPTS; i++) {
+		fmt_value(&conf_opts[i], a, va, sizeof(va));
+		fmt_value(&conf_opts[i], b, vb, sizeof(vb));
+		if (strcmp(va, vb) != 0)
+			return false;
+	}
+	return certs_same(a, b);
+}
+
+int conf_reload_check(const struct conf *cur, const struct conf *next, struct conf_error *err)
+{
+	char va[PATH_MAX + 64], vb[PATH_MAX + 64], name[2 * CONF_NAME_MAX];
+
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct conf_option *o = &conf_opts[i];
+		if (o->reload)
+			continue;
+		fmt_value(o, cur, va, sizeof(va));
+		fmt_value(o, next, vb, sizeof(vb));
+		if (strcmp(va, vb) != 0) {
+			opt_name(o, name, sizeof(name));
+			return fail(err, NULL, 0, name,
+				    "cannot change on reload (\"%s\" -> \"%s\"); restart sealmail", va,
+				    vb);
+		}
+	}
+	return 0;
+}
+
+/* ---- the parser ---- */
+
+/* Records a file name in c->src_files once; returns its id (see struct conf_source), 0 when
+ * the pool is full. */
+static uint32_t record_file(struct conf *c, const char *path)
+{
+	size_t l = strlen(path) + 1;
+
+	for (size_t off = 0; off < c->src_files_len; off += strlen(c->src_files + off) + 1)
+		if (strcmp(c->src_files + off, path) == 0)
+			return (uint32_t)off + 1;
+	if (c->src_files_len + l > sizeof(c->src_files))
+		return 0;
+	memcpy(c->src_files + c->src_files_len, path, l);
+	c->src_files_len += l;
+	return (uint32_t)(c->src_files_len - l) + 1;
+}
+
+/* The absolute directory of path. */
+static int file_dir(const char *path, char *dir, size_t n)
+{
+	const char *slash = strrchr(path, '/');
+	char cwd[PATH_MAX];
+	int r;
+
+	if (path[0] == '/') {
+		size_t l = slash == path ? 1 : (size_t)(slash - path);
+		if (l >= n)
+			return -1;
+		memcpy(dir, path, l);
+		dir[l] = '\0';
+		return 0;
+	}
+	if (!getcwd(cwd, sizeof(cwd)))
+		return -1;
+	if (!slash)
+		return str_copy(dir, n, cwd) ? 0 : -1;
+	r = snprintf(dir, n, "%s/%.*s", strcmp(cwd, "/") ? cwd : "", (int)(slash - path), path);
+	return r > 0 && (size_t)r < n ? 0 : -1;
+}
+
+/* dir + "/" + rel, or rel when it is absolute. With escape, glob metacharacters in dir are
+ * quoted so that only rel is a pattern. */
+static int join_path(const char *dir, const char *rel, bool escape, char *out, size_t n)
+{
+	size_t o = 0;
+
+	if (rel[0] == '/')
+		return str_copy(out, n, rel) ? 0 : -1;
+	while (rel[0] == '.' && rel[1] == '/')
+		rel += 2;
+	for (const char *p = dir; *p; p++) {
+		if (escape && strchr("*?[\\", *p)) {
+			if (o + 1 >= n)
+				return -1;
+			out[o++] = '\\';
+		}
+		if (o + 1 >= n)
+			return -1;
+		out[o++] = *p;
+	}
+	if (o == 0 || out[o - 1] != '/') {
+		if (o + 1 >= n)
+			return -1;
+		out[o++] = '/';
+	}
+	size_t rl = strlen(rel);
+	if (o + rl >= n)
+		return -1;
+	memcpy(out + o, rel, rl + 1);
+	return 0;
+}
+
+/* Reads one line (without its LF or CRLF). 1: a line, 0: end of file, -1: longer than
+ * CONF_LINE_MAX, -2: read error. */
+static int read_line(FILE *f, char *buf, size_t cap, size_t *len)
+{
+	size_t n = 0;
+	int ch;
+
+	while ((ch = getc(f)) != EOF && ch != '\n') {
+		if (n + 1 >= cap)
+			return -1;
+		buf[n++] = (char)ch;
+	}
+	if (ch == EOF && ferror(f))
+		return -2;
+	if (ch == EOF && n == 0)
+		return 0;
+	if (n > 0 && buf[n - 1] == '\r')
+		n--;
+	if (n > CONF_LINE_MAX)
+		return -1;
+	buf[n] = '\0';
+	*len = n;
+	return 1;
+}
+
+/* The value after '=': "quoted" (with \" and \\) or bare; a '#' at the start or after
+ * whitespace starts a comment; surrounding whitespace is dropped. */
+static int parse_value(const char *p, char *out, size_t cap, const char **why)
+{
+	size_t o = 0;
+
+	if (*p == '"') {
+		for (p++;; p++) {
+			char ch = *p;
+			if (ch == '\0') {
+				*why = "the quoted value has no closing \"";
+				return -1;
+			}
+			if (ch == '"')
+				break;
+			if (ch == '\\') {
+				ch = *++p;
+				if (ch != '"' && ch != '\\') {
+					*why = "in quotes, a backslash may only escape \" or \\";
+					return -1;
+				}
+			}
+			if (o + 1 >= cap) {
+				*why = "value too long";
+				return -1;
+			}
+			out[o++] = ch;
+		}
+		p = skip_ws(p + 1);
+		if (*p != '\0' && *p != '#') {
+			*why = "unexpected text after the closing quote";
+			return -1;
+		}
+	} else {
+		const char *start = p;
+		for (; *p; p++)
+			if (*p == '#' && (p == start || p[-1] == ' ' || p[-1] == '\t'))
+				break;
+		while (p > start && (p[-1] == ' ' || p[-1] == '\t'))
+			p--;
+		o = (size_t)(p - start);
+		if (o >= cap) {
+			*why = "value too long";
+			return -1;
+		}
+		memcpy(out, start, o);
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+static const char *section_find(const char *name)
+{
+	for (size_t i = 0; i < NOPTS; i++)
+		if (conf_opts[i].section && strcmp(conf_opts[i].section, name) == 0)
+			return conf_opts[i].section;
+	return NULL;
+}
+
+static int option_find(const char *section, const char *key)
+{
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct conf_option *o = &conf_opts[i];
+		bool same_sec = section ? o->section && strcmp(o->section, section) == 0
+					: o->section == NULL;
+		if (same_sec && strcmp(o->key, key) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+/* " (did you mean X?)" for an unknown option, or "". in_section: the name was written
+ * without a dot below a [section] header, where top-level options cannot be set. */
+static void suggest_option(const char *full, const char *key, bool in_section, char *out,
+			   size_t n)
+{
+	char name[2 * CONF_NAME_MAX];
+	size_t best = 3;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct conf_option *o = &conf_opts[i];
+		opt_name(o, name, sizeof(name));
+		if (strcmp(o->key, key) == 0) {
+			snprintf(out, n, " (did you mean %s?%s)", name,
+				 o->section || !in_section
+					 ? ""
+					 : " top-level options go before the first [section]");
+			return;
+		}
+		size_t d = edit_distance(full, name);
+		if (d < best) {
+			best = d;
+			snprintf(out, n, " (did you mean %s?)", name);
+		}
+	}
+}
+
+static void suggest_section(const char *sec, char *out, size_t n)
+{
+	size_t best = 3;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < NOPTS; i++) {
+		const char *s = conf_opts[i].section;
+		if (!s)
+			continue;
+		size_t d = edit_distance(sec, s);
+		if (d < best) {
+			best = d;
+			snprintf(out, n, " (did you mean [%s]?)", s);
+		}
+	}
+}
+
+static int load_file(struct load_ctx *lc, const char *path, const struct file_ctx *from,
+		     int depth);
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* include = PATTERN: a glob relative to the including file's directory, read in sorted
+ * order. A pattern that matches nothing is fine (an empty conf.d/); a plain file name that
+ * does not exist is an error. */
+static int do_include(struct load_ctx *lc, struct file_ctx *fx, const char *pat)
+{
+	char full[PATH_MAX];
+	glob_t g;
+	int r, rc = 0;
+
+	if (pat[0] == '\0')
+		return fail(lc->err, fx->path, fx->line, "include", "needs a file name or pattern");
+	if (!strpbrk(pat, "*?[")) {
+		if (join_path(fx->dir, pat, false, full, sizeof(full)) < 0)
+			return fail(lc->err, fx->path, fx->line, "include", "path too long");
+		return load_file(lc, full, fx, fx->depth + 1);
+	}
+	if (join_path(fx->dir, pat, true, full, sizeof(full)) < 0)
+		return fail(lc->err, fx->path, fx->line, "include", "path too long");
+	memset(&g, 0, sizeof(g));
+	r = glob(full, 0, NULL, &g);
+	if (r == GLOB_NOMATCH) {
+		globfree(&g);
+		return 0;
+	}
+	if (r != 0) {
+		globfree(&g);
+		return fail(lc->err, fx->path, fx->line, "include",
+			    "cannot expand the pattern (%s)",
+			    r == GLOB_NOSPACE ? "out of memory" : "read error");
+	}
+	/* sorted bytewise, whatever the locale, so 10-a.conf < 20-b.conf everywhere */
+	qsort(g.gl_pathv, g.gl_pathc, sizeof(char *), cmp_str);
+	for (size_t i = 0; i < g.gl_pathc && rc == 0; i++)
+		rc = load_file(lc, g.gl_pathv[i], fx, fx->depth + 1);
+	globfree(&g);
+	return rc;
+}
+
+static int set_path(struct load_ctx *lc, struct file_ctx *fx, const char *name, const char *val,
+		    char *dst, size_t n)
+{
+	if (val[0] == '\0')
+		return fail(lc->err, fx->path, fx->line, name, "needs a path");
+	if (join_path(fx->dir, val, false, dst, n) < 0)
+		return fail(lc->err, fx->path, fx->line, name, "path too long (max %zu bytes)",
+			    n - 1);
+	return 0;
+}
+
+static int set_cert(struct load_ctx *lc, struct file_ctx *fx, const struct conf_option *o,
+		    const char *name, const char *val)
+{
+	struct conf *c = lc->c;
+	struct conf_source here = {fx->fileid, fx->line};
+
+	if (o->type == CT_CERT) {
+		if (lc->cert_open) {
+			struct conf_cert *prev = &c->certs[c->ncerts - 1];
+			const char *pf = conf_source_file(c, prev->cert_src);
+			return fail(lc->err, fx->path, fx->line, name,
+				    "the tls.cert at %s:%d has no tls.key yet (each tls.cert must "
+				    "be followed by its tls.key)",
+				    pf ? pf : "?", prev->cert_src.line);
+		}
+		if (c->ncerts >= LIM_CERTS)
+			return fail(lc->err, fx->path, fx->line, name, "more than %d certificates",
+				    LIM_CERTS);
+		struct conf_cert *ct = &c->certs[c->ncerts];
+		if (set_path(lc, fx, name, val, ct->cert_file, sizeof(ct->cert_file)) < 0)
+			return -1;
+		ct->key_file[0] = '\0';
+		ct->cert_src = here;
+		ct->key_src = (struct conf_source){0, 0};
+		c->ncerts++;
+		lc->cert_open = true;
+		return 0;
+	}
+	if (!lc->cert_open)
+		return fail(lc->err, fx->path, fx->line, name,
+			    "no tls.cert before it (write tls.cert = CHAIN, then tls.key = KEY)");
+	struct conf_cert *ct = &c->certs[c->ncerts - 1];
+	if (set_path(lc, fx, name, val, ct->key_file, sizeof(ct->key_file)) < 0)
+		return -1;
+	ct->key_src = here;
+	lc->cert_open = false;
+	return 0;
+}
+
+static int set_option(struct load_ctx *lc, struct file_ctx *fx, int idx, const char *name,
+		      const char *val)
+{
+	const struct conf_option *o = &conf_opts[idx];
+	struct conf *c = lc->c;
+	struct conf_error *err = lc->err;
+	char shown[CONF_VALUE_SHOW + 8], why[160], lim[32];
+	const char *w = "";
+	struct conf_listener l;
+	long long v;
+	int b;
+
+	switch (o->type) {
+	case CT_CERT:
+	case CT_KEY:
+		return set_cert(lc, fx, o, name, val);
+	case CT_STRING:
+		if (strlen(val) >= o->size)
+			return fail(err, fx->path, fx->line, name, "too long (max %zu bytes)",
+				    o->size - 1);
+		if (o->check && !o->check(val, why, sizeof(why)))
+			return fail(err, fx->path, fx->line, name, "\"%s\" %s",
+				    vis(val, shown, sizeof(shown)), why);
+		str_copy(field(c, o), o->size, val);
+		break;
+	case CT_PATH:
+		if (set_path(lc, fx, name, val, field(c, o), o->size) < 0)
+			return -1;
+		break;
+	case CT_INT:
+	case CT_SIZE:
+	case CT_DURATION:
+		if (!parse_num(o->type, val, &v))
+			return fail(err, fx->path, fx->line, name, "\"%s\" is not %s",
+				    vis(val, shown, sizeof(shown)),
+				    o->type == CT_INT    ? "a whole number"
+				    : o->type == CT_SIZE ? "a size (bytes, or with K, M or G: 512K, "
+							   "35M, 1G)"
+							 : "a duration (seconds, or with s, m or h: "
+							   "30s, 5m, 1h)");
+		if (v < o->min) {
+			fmt_num(o->type, o->min, lim, sizeof(lim));
+			return fail(err, fx->path, fx->line, name, "%s is below the minimum %s",
+				    vis(val, shown, sizeof(shown)), lim);
+		}
+		if (v > o->max) {
+			fmt_num(o->type, o->max, lim, sizeof(lim));
+			return fail(err, fx->path, fx->line, name, "%s is above the maximum %s",
+				    vis(val, shown, sizeof(shown)), lim);
+		}
+		num_store(o, c, v);
+		break;
+	case CT_BOOL:
+		b = parse_bool(val);
+		if (b < 0)
+			return fail(err, fx->path, fx->line, name,
+				    "\"%s\" is not yes or no (true/false and on/off work too)",
+				    vis(val, shown, sizeof(shown)));
+		num_store(o, c, b);
+		break;
+	case CT_ENUM:
+		for (b = 0; o->names[b]; b++)
+			if (strcasecmp(o->names[b], val) == 0)
+				break;
+		if (!o->names[b])
+			return fail(err, fx->path, fx->line, name, "\"%s\" is not one of: %s, %s",
+				    vis(val, shown, sizeof(shown)), o->names[0], o->names[1]);
+		num_store(o, c, b);
+		break;
+	case CT_LISTEN:
+		if (parse_listen(val, &l, &w) < 0)
+			return fail(err, fx->path, fx->line, name, "\"%s\": %s",
+				    vis(val, shown, sizeof(shown)), w);
+		memcpy(field(c, o), &l, sizeof(l));
+		break;
+	}
+	c->src[idx] = (struct conf_source){fx->fileid, fx->line};
+	return 0;
+}
+
+static int parse_section(struct load_ctx *lc, struct file_ctx *fx, const char *p)
+{
+	char name[CONF_NAME_MAX + 1], shown[CONF_VALUE_SHOW + 8], hint[2 * CONF_NAME_MAX];
+	const char *close = strchr(p, ']');
+	const char *s, *e, *sec;
+
+	if (!close)
+		return fail(lc->err, fx->path, fx->line, NULL, "missing ] in the section header");
+	s = skip_ws(p + 1);
+	e = close;
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	p = skip_ws(close + 1);
+	if (*p != '\0' && *p != '#')
+		return fail(lc->err, fx->path, fx->line, NULL, "unexpected text after ]");
+	if (e == s)
+		return fail(lc->err, fx->path, fx->line, NULL, "empty section name []");
+	if ((size_t)(e - s) > CONF_NAME_MAX) {
+		memcpy(name, s, CONF_NAME_MAX);
+		name[CONF_NAME_MAX] = '\0';
+		return fail(lc->err, fx->path, fx->line, NULL, "unknown section [%s...]",
+			    vis(name, shown, sizeof(shown)));
+	}
+	memcpy(name, s, (size_t)(e - s));
+	name[e - s] = '\0';
+	sec = section_find(name);
+	if (!sec) {
+		suggest_section(name, hint, sizeof(hint));
+		return fail(lc->err, fx->path, fx->line, NULL, "unknown section [%s]%s",
+			    vis(name, shown, sizeof(shown)), hint);
+	}
+	fx->section = sec;
+	return 0;
+}
+
+static int parse_line(struct load_ctx *lc, struct file_ctx *fx, const char *line, size_t len)
+{
+	char key[CONF_NAME_MAX + 1], full[2 * CONF_NAME_MAX + 2], sec[CONF_NAME_MAX + 1];
+	char val[CONF_LINE_MAX + 1], hint[4 * CONF_NAME_MAX], shown[CONF_VALUE_SHOW + 8];
+	const char *p, *k, *dot, *why = "";
+	size_t klen;
+	int idx;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)line[i];
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+			return fail(lc->err, fx->path, fx->line, NULL,
+				    "control character 0x%02x in column %zu", ch, i + 1);
+	}
+	p = skip_ws(line);
+	if (*p == '\0' || *p == '#')
+		return 0;
+	if (*p == '[')
+		return parse_section(lc, fx, p);
+
+	k = p;
+	while (is_name_char(*p))
+		p++;
+	klen = (size_t)(p - k);
+	if (klen == 0)
+		return fail(lc->err, fx->path, fx->line, NULL,
+			    "expected \"key = value\" or \"[section]\"");
+	if (klen > CONF_NAME_MAX)
+		return fail(lc->err, fx->path, fx->line, NULL, "option name longer than %d bytes",
+			    CONF_NAME_MAX);
+	memcpy(key, k, klen);
+	key[klen] = '\0';
+	p = skip_ws(p);
+	if (*p != '=')
+		return fail(lc->err, fx->path, fx->line, key, "expected '=' after the option name");
+	if (parse_value(skip_ws(p + 1), val, sizeof(val), &why) < 0)
+		return fail(lc->err, fx->path, fx->line, key, "%s", why);
+
+	if (strcmp(key, "include") == 0)
+		return do_include(lc, fx, val);
+
+	/* "section.key" names an option from anywhere: conf_print writes them so */
+	dot = strchr(key, '.');
+	if (dot) {
+		snprintf(sec, sizeof(sec), "%.*s", (int)(dot - key), key);
+		snprintf(full, sizeof(full), "%s", key);
+		idx = strchr(dot + 1, '.') || dot == key ? -1 : option_find(sec, dot + 1);
+		k = dot + 1;
+	} else {
+		if (fx->section)
+			snprintf(full, sizeof(full), "%s.%s", fx->section, key);
+		else
+			snprintf(full, sizeof(full), "%s", key);
+		idx = option_find(fx->section, key);
+		k = key;
+	}
+	if (idx < 0) {
+		suggest_option(full, k, !dot && fx->section, hint, sizeof(hint));
+		return fail(lc->err, fx->path, fx->line, vis(full, shown, sizeof(shown)),
+			    "unknown option%s", hint);
+	}
+	return set_option(lc, fx, idx, full, val);
+}
+
+static int load_file(struct load_ctx *lc, const char *path, const struct file_ctx *from,
+		     int depth)
+{
+	const char *ffile = from ? from->path : NULL;
+	int fline = from ? from->line : 0;
+	char buf[CONF_LINE_MAX + 2];
+	struct file_ctx fx;
+	struct stat st;
+	FILE *f;
+	size_t len;
+	int fd, r, rc = 0;
+
+	if (depth > CONF_INCLUDE_DEPTH)
+		return fail(lc->err, ffile, fline, "include",
+			    "files nested more than %d deep (does a file include itself?)",
+			    CONF_INCLUDE_DEPTH);
+	if (++lc->nfiles > CONF_MAX_FILES)
+		return fail(lc->err, ffile, fline, "include", "more than %d files in all",
+			    CONF_MAX_FILES);
+	/* O_NONBLOCK: a FIFO must not hang us; anything but a regular file is refused */
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		return from ? fail(lc->err, ffile, fline, "include", "%s: %s", path, strerror(e))
+			    : fail(lc->err, path, 0, NULL, "%s", strerror(e));
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return from ? fail(lc->err, ffile, fline, "include", "%s: not a regular file", path)
+			    : fail(lc->err, path, 0, NULL, "not a regular file");
+	}
+	f = fdopen(fd, "r");
+	if (!f) {
+		int e = errno;
+		close(fd);
+		return fail(lc->err, path, 0, NULL, "%s", strerror(e));
+	}
+	memset(&fx, 0, sizeof(fx));
+	fx.path = path;
+	fx.depth = depth;
+	if (file_dir(path, fx.dir, sizeof(fx.dir)) < 0) {
+		fclose(f);
+		return fail(lc->err, path, 0, NULL, "cannot tell the file's directory");
+	}
+	fx.fileid = record_file(lc->c, path);
+	if (fx.fileid == 0) {
+		fclose(f);
+		return fail(lc->err, ffile, fline, "include", "too many included files");
+	}
+	while ((r = read_line(f, buf, sizeof(buf), &len)) != 0) {
+		if (fx.line == INT_MAX) {
+			rc = fail(lc->err, path, 0, NULL, "too many lines");
+			break;
+		}
+		fx.line++;
+		if (r == -1) {
+			rc = fail(lc->err, path, fx.line, NULL, "line longer than %d bytes",
+				  CONF_LINE_MAX);
+			break;
+		}
+		if (r == -2) {
+			rc = fail(lc->err, path, fx.line, NULL, "read error: %s", strerror(errno));
+			break;
+		}
+		const char *s = buf;
+		if (fx.line == 1 && len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) {
+			s += 3; /* a UTF-8 byte order mark some editors add */
+			len -= 3;
+		}
+		if (parse_line(lc, &fx, s, len) < 0) {
+			rc = -1;
+			break;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
+/* Checks that need the whole file read. */
+static int finish(struct load_ctx *lc)
+{
+	struct conf *c = lc->c;
+	char name[2 * CONF_NAME_MAX], why[160], addr[96];
+	int r;
+
+	if (lc->cert_open) {
+		struct conf_cert *ct = &c->certs[c->ncerts - 1];
+		return fail(lc->err, conf_source_file(c, ct->cert_src), ct->cert_src.line,
+			    "tls.cert", "no tls.key follows it");
+	}
+	int pm = option_find(NULL, "postmaster");
+	if (pm >= 0 && c->src[pm].line <= 0) {
+		r = snprintf(c->postmaster, sizeof(c->postmaster), "postmaster@%s", c->hostname);
+		if (r < 0 || (size_t)r >= sizeof(c->postmaster) ||
+		    !check_mailbox(c->postmaster, why, sizeof(why)))
+			return fail(lc->err, c->path, 0, "postmaster",
+				    "the default postmaster@<hostname> is too long; set postmaster");
+	}
+	/* two listeners on one address cannot both bind */
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct conf_option *a = &conf_opts[i];
+		if (a->type != CT_LISTEN)
+			continue;
+		for (size_t j = i + 1; j < NOPTS; j++) {
+			const struct conf_option *b = &conf_opts[j];
+			const struct conf_listener *la = (const void *)cfield(c, a);
+			const struct conf_listener *lb = (const void *)cfield(c, b);
+			if (b->type != CT_LISTEN || !la->enabled || !lb->enabled ||
+			    la->port != lb->port || strcmp(la->addr, lb->addr) != 0)
+				continue;
+			size_t blame = c->src[j].line > 0 ? j : i;
+			opt_name(&conf_opts[blame], name, sizeof(name));
+			fmt_listen(la, addr, sizeof(addr));
+			char other[2 * CONF_NAME_MAX];
+			opt_name(&conf_opts[blame == j ? i : j], other, sizeof(other));
+			return fail(lc->err, conf_source_file(c, c->src[blame]),
+				    c->src[blame].line, name, "same address as %s (%s)", other,
+				    addr);
+		}
+	}
+	return 0;
+}
+
+int conf_load(const char *path, struct conf *out, struct conf_error *err)
+{
+	struct conf_error scratch_err;
+	struct load_ctx lc;
+	struct conf *c;
+	int rc;
+
+	if (!err)
+		err = &scratch_err;
+	err->msg[0] = '\0';
+	if (!path || !path[0])
+		return fail(err, NULL, 0, NULL, "no configuration file given");
+	c = xmalloc(sizeof(*c));
+	apply_defaults(c, false);
+	if (!str_copy(c->path, sizeof(c->path), path)) {
+		free(c);
+		return fail(err, NULL, 0, NULL, "configuration file name too long");
+	}
+	memset(&lc, 0, sizeof(lc));
+	lc.c = c;
+	lc.err = err;
+	rc = load_file(&lc, path, NULL, 0);
+	if (rc == 0)
+		rc = finish(&lc);
+	if (rc == 0)
+		memcpy(out, c, sizeof(*c));
+	free(c);
+	return rc;
+}
+
+const char *conf_pick_path(const char *cli_path)
+{
+	const char *env = getenv("SEALMAIL_CONF");
+
+	if (cli_path && cli_path[0])
+		return cli_path;
+	if (env && env[0])
+		return env;
+	if (access(CONF_DEFAULT_PATH, F_OK) == 0)
+		return CONF_DEFAULT_PATH;
+	return NULL;
+}
+
+/* ---- sealmail config check|show ---- */
+
+static int check_readable(const struct conf *c, struct conf_source src, const char *opt,
+			  const char *file)
+{
+	const char *where = conf_source_file(c, src);
+	struct stat st;
+	int fd = open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd < 0) {
+		fprintf(stderr, "%s:%d: %s: %s: %s\n", where ? where : "?", src.line, opt, file,
+			strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "%s:%d: %s: %s: not a regular file\n", where ? where : "?",
+			src.line, opt, file);
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: sealmail config check [-c FILE]\n"
+		     "       sealmail config show [-n] [-c FILE]\n"
+		     "  -c FILE  config file (default: $SEALMAIL_CONF, else %s if it exists,\n"
+		     "           else the embedded defaults)\n"
+		     "  -n       show only options set in the file\n",
+		     CONF_DEFAULT_PATH);
+}
+
+int conf_cli(int argc, char **argv)
+{
+	const char *cli_path = NULL, *path;
+	bool check, nondefault_only = false;
+	struct conf_error err;
+	struct conf *c;
+	int rc = EX_OK;
+
+	if (argc < 1 || !argv || !argv[0]) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if (strcmp(argv[0], "check") == 0) {
+		check = true;
+	} else if (strcmp(argv[0], "show") == 0) {
+		check = false;
+	} else {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!a)
+			break;
+		if (strcmp(a, "-c") == 0 && i + 1 < argc && argv[i + 1] && argv[i + 1][0]) {
+			cli_path = argv[++i];
+		} else if (strncmp(a, "-c", 2) == 0 && a[2]) {
+			cli_path = a + 2;
+		} else if (strcmp(a, "-n") == 0) {
+			nondefault_only = true;
+		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			usage(stdout);
+			return EX_OK;
+		} else {
+			fprintf(stderr, "sealmail config %s: bad argument: %s\n", argv[0],
+				strcmp(a, "-c") == 0 ? "-c needs a file name" : a);
+			usage(stderr);
+			return EX_USAGE;
+		}
+	}
+
+	path = conf_pick_path(cli_path);
+	c = xcalloc(1, sizeof(*c));
+	if (path) {
+		if (conf_load(path, c, &err) != 0) {
+			fprintf(stderr, "%s\n", err.msg);
+			rc = EX_CONFIG;
+			goto out;
+		}
+	} else {
+		conf_defaults(c);
+	}
+	if (check) {
+		for (int k = 0; k < c->ncerts && k < LIM_CERTS; k++) {
+			if (check_readable(c, c->certs[k].cert_src, "tls.cert",
+					   c->certs[k].cert_file) < 0)
+				rc = EX_CONFIG;
+			if (check_readable(c, c->certs[k].key_src, "tls.key",
+					   c->certs[k].key_file) < 0)
+				rc = EX_CONFIG;
+		}
+		if (rc != EX_OK)
+			goto out;
+	} else {
+		printf("# config: %s\n", path ? path : "(embedded defaults)");
+	}
+	conf_print(stdout, c, nondefault_only);
+	if (check)
+		printf("config ok: %s\n", path ? path : "(embedded defaults)");
+	fflush(stdout);
+out:
+	free(c);
+	return rc;
+}

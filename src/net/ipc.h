@@ -1,0 +1,51 @@
+/* Typed messages between sealmail's processes over UNIX stream sockets in <data_dir>/run/.
+ * A frame is a 12-byte header (payload length, type, version, request id, all in host
+ * order: both ends are the same binary on the same machine) and a payload of at most
+ * LIM_IPC_FRAME bytes. Readers reject unknown versions, oversize frames and trailing bytes.
+ * Runs in every process. Untrusted input: none directly, but a reader never trusts a frame. */
+#ifndef SEALMAIL_NET_IPC_H
+#define SEALMAIL_NET_IPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#define IPC_VERSION 1
+
+enum ipc_type {
+	IPC_RCPT_REQ = 1, /* smtp -> lookup: payload "listener\0address" */
+	IPC_RCPT_REP,     /* lookup -> smtp: payload status byte (enum ipc_rcpt_status) + mailbox */
+	IPC_MSG_NEW,      /* smtp -> queue: payload queue id of a committed message */
+	IPC_PING,         /* any: liveness; answered with IPC_PING, same id */
+};
+
+enum ipc_rcpt_status {
+	IPC_RCPT_LOCAL = 0,  /* local mailbox; payload carries it */
+	IPC_RCPT_UNKNOWN,    /* local domain, no such user */
+	IPC_RCPT_NOT_LOCAL,  /* domain not local: relaying question */
+	IPC_RCPT_TEMPFAIL,   /* store error */
+};
+
+struct ipc_hdr {
+	uint32_t len;
+	uint16_t type;
+	uint16_t version;
+	uint32_t id;
+};
+
+/* Queues one frame on bev's output. 0, or -1 if n exceeds LIM_IPC_FRAME. */
+int ipc_send(struct bufferevent *bev, uint16_t type, uint32_t id, const void *p, size_t n);
+
+/* Takes one frame out of `in` when complete: returns 1 with *h filled and the payload copied
+ * into buf (cap bytes; NUL-terminated, so cap must exceed the largest payload), 0 when more
+ * bytes are needed, -1 on a bad frame (wrong version, too long): close the peer. */
+int ipc_read(struct evbuffer *in, struct ipc_hdr *h, char *buf, size_t cap);
+
+/* A listening UNIX socket at path (unlinked first), mode 0600. -1 on error (errno). */
+int ipc_listen_unix(const char *path);
+/* A connected, non-blocking UNIX socket to path. -1 on error (errno). */
+int ipc_connect_unix(const char *path);
+
+#endif

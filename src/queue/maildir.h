@@ -1,0 +1,22 @@
+/* Local delivery into Maildir (tmp/ -> fsync -> new/, one file per recipient).
+ * Runs in the queue process. Input: committed spool files (already checked). */
+#ifndef SEALMAIL_QUEUE_MAILDIR_H
+#define SEALMAIL_QUEUE_MAILDIR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Delivers one copy: creates root/ {tmp,new,cur} as needed (mode 0700), writes `prefix`
+ * (prefix_len bytes, e.g. Delivered-To/Return-Path headers) then body_len bytes read from fd
+ * at body_off, fsyncs the file, links it into new/ and fsyncs new/. `out_name` (may be NULL,
+ * size 256) receives the file name. Returns 0, or -1 with errno set (EDQUOT/ENOSPC are
+ * temporary failures for the caller). */
+int maildir_deliver(const char *root, const char *prefix, size_t prefix_len, int fd,
+		    uint64_t body_off, uint64_t body_len, char *out_name);
+
+/* The Maildir directory for a local mailbox address "user@domain" under mail_root:
+ * mail_root/<domain>/<user>/ with characters outside [a-z0-9._+-] percent-encoded, so no
+ * address can name a path outside mail_root. Returns 0, -1 if it does not fit. */
+int maildir_path(const char *mail_root, const char *mailbox, char *out, size_t outsz);
+
+#endif
