@@ -33,7 +33,7 @@ FUZZ_SECONDS ?= 10
 
 PYTHON   := /usr/bin/python3
 
-.PHONY: all test unit e2e fuzz fuzz-quick clean deps run lint format bench
+.PHONY: all test check unit e2e fuzz fuzz-quick clean deps run lint format bench
 all: sealmail
 
 sealmail: $(OBJ)/src/main.o $(OBJ)/libsealmail.a
@@ -91,10 +91,18 @@ fuzz:
 lint:
 	scripts/lint.sh
 
-test: lint unit fuzz-quick e2e
+# `make test` installs what is missing first (a fresh Debian 12 as root), then runs
+# everything; `make check` runs the same without the install step.
+test:
+	scripts/install-deps.sh
+	$(MAKE) check
+
+check: lint unit fuzz-quick e2e
 	@echo "all tests passed"
 
-run: sealmail
+run:
+	scripts/install-deps.sh
+	$(MAKE) sealmail
 	./sealmail serve
 
 bench: sealmail

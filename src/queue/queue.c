@@ -167,7 +167,8 @@ static void scan(struct queue *q)
 		names[n++] = xstrdup(de->d_name);
 	}
 	closedir(d);
-	qsort(names, (size_t)n, sizeof(*names), cmp_str);
+	if (n > 1)
+		qsort(names, (size_t)n, sizeof(*names), cmp_str);
 	for (int i = 0; i < n; i++) {
 		q_push(q, names[i]);
 		free(names[i]);
