@@ -62,14 +62,14 @@ $(SAN)/tests/%: tests/unit/%.c $(SAN)/libsealmail.a
 
 $(FZ)/%.o: %.c
 	@mkdir -p $(dir $@)
-	clang $(CSTD) $(WARN) -Isrc $(PKG_CFLAGS) $(FZ_FLAGS) -MMD -MP -c -o $@ $<
+	clang $(CSTD) $(WARN) -Wno-unknown-warning-option -Isrc $(PKG_CFLAGS) $(FZ_FLAGS) -MMD -MP -c -o $@ $<
 
 $(FZ)/libsealmail.a: $(FZ_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
 $(FZ)/fuzz_%: tests/fuzz/fuzz_%.c $(FZ)/libsealmail.a
 	@mkdir -p $(dir $@)
-	clang $(CSTD) $(WARN) -Isrc $(PKG_CFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< $(FZ)/libsealmail.a $(PKG_LIBS)
+	clang $(CSTD) $(WARN) -Wno-unknown-warning-option -Isrc $(PKG_CFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< $(FZ)/libsealmail.a $(PKG_LIBS)
 
 deps:
 	scripts/install-deps.sh
