@@ -40,18 +40,20 @@ sealmail: $(OBJ)/src/main.o $(OBJ)/libsealmail.a
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(OBJ)/libsealmail.a: $(REL_OBJS)
-	rm -f $@ && ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $^
 
 $(OBJ)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(SAN)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) -Isrc $(PKG_CFLAGS) $(SAN_FLAGS) -MMD -MP -c -o $@ $<
+	@echo "  CC san  $<"
+	@$(CC) $(CSTD) $(WARN) -Isrc $(PKG_CFLAGS) $(SAN_FLAGS) -MMD -MP -c -o $@ $<
 
 $(SAN)/libsealmail.a: $(SAN_OBJS)
-	rm -f $@ && ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $^
 
 $(SAN)/sealmail: $(SAN)/src/main.o $(SAN)/libsealmail.a
 	$(CC) $(SAN_FLAGS) -o $@ $^ $(PKG_LIBS)
@@ -62,10 +64,11 @@ $(SAN)/tests/%: tests/unit/%.c $(SAN)/libsealmail.a
 
 $(FZ)/%.o: %.c
 	@mkdir -p $(dir $@)
-	clang $(CSTD) $(WARN) -Wno-unknown-warning-option -Isrc $(PKG_CFLAGS) $(FZ_FLAGS) -MMD -MP -c -o $@ $<
+	@echo "  CC fuzz $<"
+	@clang $(CSTD) $(WARN) -Wno-unknown-warning-option -Isrc $(PKG_CFLAGS) $(FZ_FLAGS) -MMD -MP -c -o $@ $<
 
 $(FZ)/libsealmail.a: $(FZ_OBJS)
-	rm -f $@ && ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $^
 
 $(FZ)/fuzz_%: tests/fuzz/fuzz_%.c $(FZ)/libsealmail.a
 	@mkdir -p $(dir $@)

@@ -262,18 +262,38 @@ static void close_other_fds(struct master *m, int keep_worker)
 
 static pid_t spawn(struct master *m, enum child_role role, int index)
 {
+	/* the master's signals stay blocked across fork until the child has dropped the
+	 * master's handlers (see below) */
+	sigset_t block, old;
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGHUP);
+	sigaddset(&block, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	pid_t parent = getpid();
 	pid_t pid = fork();
-	if (pid < 0) {
-		log_err("event=fork_failed error=\"%s\"", strerror(errno));
-		return -1;
-	}
-	if (pid > 0)
+	if (pid != 0) {
+		int e = errno;
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		if (pid < 0) {
+			log_err("event=fork_failed error=\"%s\"", strerror(e));
+			return -1;
+		}
 		return pid;
-	/* child: leave the master's signal handling behind */
-	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	}
+	/* child: leave the master's signal handling behind. SIGTERM too: the inherited handler
+	 * is libevent's, which writes into the master's signal socketpair, so a SIGTERM that
+	 * reached a child before it set up its own (a quick second reload, a stop right after a
+	 * fork) made the master itself start stopping, and the child never drained. A SIGTERM
+	 * that arrives before the child's own handler exists now simply ends the child. */
+	signal(SIGTERM, SIG_DFL);
 	signal(SIGCHLD, SIG_DFL);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != parent)
+		_exit(0); /* the master died before PDEATHSIG was armed */
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -416,6 +436,10 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 static void reload(struct master *m, const char *why)
 {
 	char err[512];
+	if (m->stopping) {
+		log_info("event=reload_ignored reason=%s note=\"shutting down\"", why);
+		return;
+	}
 	struct conf *nc = xmalloc(sizeof(*nc));
 	notify_systemd("RELOADING=1");
 	if (m->conf->path[0]) {
@@ -489,7 +513,10 @@ int master_main(struct conf *c)
 	struct master *m = &M;
 	char err[512];
 	memset(m, 0, sizeof(*m));
-	m->conf = c;
+	/* a copy of our own: reload() frees the config it replaces, and c may be static */
+	m->conf = xmalloc(sizeof(*m->conf));
+	*m->conf = *c;
+	c = m->conf;
 	m->nworkers = c->workers > 0 ? c->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (m->nworkers < 1)
 		m->nworkers = 1;
@@ -566,5 +593,6 @@ int master_main(struct conf *c)
 	event_free(m->cert_timer);
 	event_base_free(m->base);
 	tls_server_free(m->tls);
+	free(m->conf);
 	return 0;
 }

@@ -22,11 +22,14 @@
 
 #include "util/log.h"
 
-#define CONF_LINE_MAX 4096     /* bytes in a line, without its line ending */
-#define CONF_INCLUDE_DEPTH 8   /* files nested by include; also ends include loops */
-#define CONF_MAX_FILES 256     /* files read by one load, so globs cannot fan out forever */
-#define CONF_NAME_MAX 64       /* option and section names */
-#define CONF_VALUE_SHOW 60     /* bytes of a bad value quoted back in an error */
+#define CONF_LINE_MAX 4096   /* bytes in a line, without its line ending */
+#define CONF_INCLUDE_DEPTH 8 /* files nested by include; also ends include loops */
+#define CONF_MAX_FILES 256   /* files read by one load, so globs cannot fan out forever */
+#define CONF_NAME_MAX 64     /* option and section names */
+#define CONF_VALUE_SHOW 60   /* bytes of a bad value quoted back in an error */
+/* Paths in values and names of config files: short enough that conf_print's line for any
+ * option (quoted value and "# file:line") stays within CONF_LINE_MAX. */
+#define CONF_PATH_LEN_MAX 1024
 
 enum conf_type {
 	CT_STRING,   /* text, checked by the option's check function */
@@ -42,7 +45,7 @@ enum conf_type {
 };
 
 struct conf_option {
-	const char *section;      /* NULL: top level, before any [section] */
+	const char *section; /* NULL: top level, before any [section] */
 	const char *key;
 	enum conf_type type;
 	size_t off;               /* offsetof(struct conf, field) */
@@ -55,7 +58,7 @@ struct conf_option {
 	bool reload;              /* SIGHUP may change it */
 	const char *const *names; /* CT_ENUM: value names, index = enum value */
 	bool (*check)(const char *v, char *why, size_t whysz);
-	const char *syntax;       /* CT_STRING: what a value looks like, for the reference */
+	const char *syntax; /* CT_STRING: what a value looks like, for the reference */
 	const char *doc;
 };
 
@@ -73,14 +76,15 @@ static const char *const log_dest_names[] = {"stderr", "syslog", NULL};
 #define MIB (1024LL * KIB)
 #define GIB (1024LL * MIB)
 
+/* clang-format off */
 /* habit 12: config is data. Top-level options come first (conf_print relies on it). */
 static const struct conf_option conf_opts[] = {
 	{.key = "hostname", .type = CT_STRING, FLD(hostname), .check = check_hostname,
-	 .def_doc = "the system host name", .syntax = "domain name", .reload = true,
+	 .def_doc = "the system's host name", .syntax = "domain name", .reload = true,
 	 .doc = "Name in the greeting, the EHLO reply, Received headers and bounces "
 		"(MAILER-DAEMON@hostname). Use the name your MX record points to."},
 	{.key = "data_dir", .type = CT_PATH, FLD(data_dir), .def_str = "/var/lib/sealmail",
-	 .def_doc = "/var/lib/sealmail (no file: $SEALMAIL_HOME or ./sealmail-data)",
+	 .def_doc = "`/var/lib/sealmail` (no file: `$SEALMAIL_HOME` or `./sealmail-data`)",
 	 .doc = "Directory for the spool, the store (sealmail.db) and generated keys; it must be "
 		"writable by `user`."},
 	{.key = "user", .type = CT_STRING, FLD(user), .check = check_user, .def_str = "sealmail",
@@ -91,9 +95,9 @@ static const struct conf_option conf_opts[] = {
 	 .doc = "SMTP worker processes; 0 starts one per CPU core."},
 	{.key = "postmaster", .type = CT_STRING, FLD(postmaster), .check = check_mailbox,
 	 .def_embedded = "postmaster@localhost", .syntax = "address",
-	 .def_doc = "postmaster@<hostname> (no file: postmaster@localhost)", .reload = true,
+	 .def_doc = "`postmaster@<hostname>` (no file: `postmaster@localhost`)", .reload = true,
 	 .doc = "Mailbox that receives mail for postmaster@ every local domain and for "
-		"<Postmaster> (RFC 5321 4.5.1)."},
+		"`<Postmaster>` (RFC 5321 4.5.1)."},
 
 	{.section = "listen", .key = "mx", .type = CT_LISTEN, LST(CONF_LST_MX),
 	 .def_str = "0.0.0.0:25", .def_embedded = "127.0.0.1:2525",
@@ -130,12 +134,11 @@ static const struct conf_option conf_opts[] = {
 	 .doc = "Failed commands in one session before it is closed with 421."},
 	{.section = "limits", .key = "connections", .type = CT_INT, FLD(max_connections),
 	 .def = LIM_CONNECTIONS_DEFAULT, .min = 1, .max = 1000000, .reload = true,
-	 .doc = "Simultaneous connections, all listeners together; more wait in the kernel's "
-		"backlog."},
+	 .doc = "Simultaneous client connections, all listeners together."},
 	{.section = "limits", .key = "connections_per_ip", .type = CT_INT,
 	 FLD(max_connections_per_ip), .def = LIM_CONNECTIONS_PER_IP_DEFAULT, .min = 1,
 	 .max = 100000, .reload = true,
-	 .doc = "Simultaneous connections from one client address; more get 421."},
+	 .doc = "Simultaneous connections from one client IP address."},
 	{.section = "limits", .key = "idle_timeout", .type = CT_DURATION, FLD(idle_timeout),
 	 .def = LIM_IDLE_TIMEOUT_DEFAULT, .min = 10, .max = 3600, .reload = true,
 	 .doc = "How long to wait for a client's next command (RFC 5321 4.5.3.2.7 asks for at "
@@ -166,6 +169,7 @@ static const struct conf_option conf_opts[] = {
 	 .reload = true,
 	 .doc = "Also log debug lines (never message bodies, AUTH data or passwords)."},
 };
+/* clang-format on */
 
 #define NOPTS (sizeof(conf_opts) / sizeof(conf_opts[0]))
 _Static_assert(NOPTS <= CONF_OPT_MAX, "raise CONF_OPT_MAX in conf.h");
@@ -190,11 +194,11 @@ struct file_ctx {
 /* ---- small helpers ---- */
 
 static int fail(struct conf_error *err, const char *file, int line, const char *opt,
-		const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* The one error format: "file:line: option: message", parts left out when unknown. */
 static int fail(struct conf_error *err, const char *file, int line, const char *opt,
-		const char *fmt, ...)
+                const char *fmt, ...)
 {
 	char m[sizeof(err->msg)];
 	char where[sizeof(err->msg)] = "";
@@ -211,8 +215,8 @@ static int fail(struct conf_error *err, const char *file, int line, const char *
 	else if (file)
 		n = snprintf(where, sizeof(where), "%s: ", file);
 	(void)n;
-	n = snprintf(err->msg, sizeof(err->msg), "%s%s%s%s", where, opt ? opt : "",
-		     opt ? ": " : "", m);
+	n = snprintf(err->msg, sizeof(err->msg), "%s%s%s%s", where, opt ? opt : "", opt ? ": " : "",
+	             m);
 	(void)n;
 	return -1;
 }
@@ -391,7 +395,8 @@ static void num_store(const struct conf_option *o, struct conf *c, long long v)
 
 static int parse_bool(const char *v)
 {
-	static const char *const yes[] = {"yes", "true", "on"}, *const no[] = {"no", "false", "off"};
+	static const char *const yes[] = {"yes", "true", "on"}, *const no[] = {"no", "false",
+	                                                                       "off"};
 	for (size_t i = 0; i < 3; i++) {
 		if (strcasecmp(v, yes[i]) == 0)
 			return 1;
@@ -432,8 +437,9 @@ static int parse_listen(const char *v, struct conf_listener *l, const char **why
 	} else {
 		const char *colon = strrchr(v, ':');
 		if (!colon) {
-			*why = "expected IP:PORT, e.g. 0.0.0.0:25 or [::]:25 (\"\" turns the listener "
-			       "off)";
+			*why =
+			    "expected IP:PORT, e.g. 0.0.0.0:25 or [::]:25 (\"\" turns the listener "
+			    "off)";
 			return -1;
 		}
 		if (strchr(v, ':') != colon) {
@@ -452,8 +458,8 @@ static int parse_listen(const char *v, struct conf_listener *l, const char **why
 	host[hlen] = '\0';
 	if (inet_pton(af, host, bin) != 1) {
 		*why = af == AF_INET ? "the address must be a numeric IPv4 address (host names are "
-				       "not allowed; IPv6 goes in brackets: [::1]:25)"
-				     : "not a numeric IPv6 address";
+		                       "not allowed; IPv6 goes in brackets: [::1]:25)"
+		                     : "not a numeric IPv6 address";
 		return -1;
 	}
 	long port = 0;
@@ -503,16 +509,18 @@ static bool check_hostname(const char *v, char *why, size_t whysz)
 		char ch = v[i];
 		if (ch == '.' || ch == '\0') {
 			if (label == 0 || label > 63 || v[i - 1] == '-' || v[i - label] == '-') {
-				snprintf(why, whysz,
-					 "must be a domain name: labels of 1-63 letters, digits and "
-					 "inner hyphens, separated by dots");
+				snprintf(
+				    why, whysz,
+				    "must be a domain name: labels of 1-63 letters, digits and "
+				    "inner hyphens, separated by dots");
 				return false;
 			}
 			label = 0;
 		} else if (isalnum((unsigned char)ch) || ch == '-') {
 			label++;
 		} else {
-			snprintf(why, whysz, "must be a domain name (letters, digits, '-' and '.')");
+			snprintf(why, whysz,
+			         "must be a domain name (letters, digits, '-' and '.')");
 			return false;
 		}
 	}
@@ -527,7 +535,8 @@ static bool check_user(const char *v, char *why, size_t whysz)
 	}
 	for (const char *p = v; *p; p++) {
 		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '.' && *p != '-') {
-			snprintf(why, whysz, "must be a user name (letters, digits, '_', '.', '-')");
+			snprintf(why, whysz,
+			         "must be a user name (letters, digits, '_', '.', '-')");
 			return false;
 		}
 	}
@@ -584,7 +593,7 @@ static void default_data_dir(char *buf, size_t n)
 
 	if (home && home[0] && has_ctl(home)) {
 		log_warn("event=config_warning reason=\"SEALMAIL_HOME has control characters; "
-			 "ignored\"");
+		         "ignored\"");
 		home = NULL;
 	}
 	if (!home || !home[0])
@@ -598,6 +607,16 @@ static void default_data_dir(char *buf, size_t n)
 	}
 	log_warn("event=config_warning reason=\"cannot make an absolute data_dir\"");
 	str_copy(buf, n, "sealmail-data");
+}
+
+static void default_data_dir_checked(char *buf, size_t n)
+{
+	default_data_dir(buf, n);
+	if (strlen(buf) > CONF_PATH_LEN_MAX) {
+		log_warn("event=config_warning reason=\"data_dir longer than %d bytes\"",
+		         CONF_PATH_LEN_MAX);
+		str_copy(buf, n, "sealmail-data");
+	}
 }
 
 /* A mismatch between the table and struct conf is a bug: stop at once. */
@@ -666,7 +685,7 @@ static void apply_defaults(struct conf *c, bool embedded)
 	}
 	default_hostname(c->hostname, sizeof(c->hostname));
 	if (embedded)
-		default_data_dir(c->data_dir, sizeof(c->data_dir));
+		default_data_dir_checked(c->data_dir, sizeof(c->data_dir));
 	c->seed_localhost = embedded;
 }
 
@@ -720,7 +739,7 @@ static void quote_value(const char *v, char *buf, size_t n)
 {
 	size_t l = strlen(v), o = 0;
 	bool need = l == 0 || v[0] == '"' || v[0] == ' ' || v[0] == '\t' || v[l - 1] == ' ' ||
-		    v[l - 1] == '\t' || strchr(v, '#');
+	            v[l - 1] == '\t' || strchr(v, '#');
 
 	if (!need) {
 		snprintf(buf, n, "%s", v);
@@ -748,7 +767,7 @@ const char *conf_source_file(const struct conf *c, struct conf_source s)
 }
 
 static void print_line(FILE *out, const char *name, const char *value, const struct conf *c,
-		       struct conf_source src)
+                       struct conf_source src)
 {
 	char q[2 * PATH_MAX + 3];
 	const char *file = conf_source_file(c, src);
@@ -775,13 +794,14 @@ void conf_print(FILE *out, const struct conf *c, bool nondefault_only)
 		if (o->type == CT_CERT) {
 			int nc = c->ncerts < 0 ? 0 : c->ncerts > LIM_CERTS ? LIM_CERTS : c->ncerts;
 			if (nc == 0 && !nondefault_only)
-				fprintf(out, "# tls.cert, tls.key: none; a self-signed certificate is "
-					     "made in data_dir\n");
+				fprintf(out,
+				        "# tls.cert, tls.key: none; a self-signed certificate is "
+				        "made in data_dir\n");
 			for (int k = 0; k < nc; k++) {
 				print_line(out, "tls.cert", c->certs[k].cert_file, c,
-					   c->certs[k].cert_src);
+				           c->certs[k].cert_src);
 				print_line(out, "tls.key", c->certs[k].key_file, c,
-					   c->certs[k].key_src);
+				           c->certs[k].key_src);
 			}
 			continue;
 		}
@@ -813,8 +833,8 @@ void conf_print_reference(FILE *out)
 			fmt_value(o, d, v1, sizeof(v1));
 			if (o->def_embedded && strcmp(o->def_embedded, v1) != 0)
 				snprintf(def, sizeof(def), "`%s` (no file: `%s`)",
-					 v1[0] ? v1 : "\"\"",
-					 o->def_embedded[0] ? o->def_embedded : "\"\"");
+				         v1[0] ? v1 : "\"\"",
+				         o->def_embedded[0] ? o->def_embedded : "\"\"");
 			else
 				snprintf(def, sizeof(def), "`%s`", v1[0] ? v1 : "\"\"");
 		}
@@ -843,7 +863,7 @@ void conf_print_reference(FILE *out)
 			break;
 		}
 		fprintf(out, "| `%s` | %s | %s | %s | %s |\n", name, def, range,
-			o->reload ? "yes" : "no", o->doc);
+		        o->reload ? "yes" : "no", o->doc);
 	}
 	free(d);
 }
@@ -885,8 +905,8 @@ int conf_reload_check(const struct conf *cur, const struct conf *next, struct co
 		if (strcmp(va, vb) != 0) {
 			opt_name(o, name, sizeof(name));
 			return fail(err, NULL, 0, name,
-				    "cannot change on reload (\"%s\" -> \"%s\"); restart sealmail", va,
-				    vb);
+			            "cannot change on reload (\"%s\" -> \"%s\"); restart sealmail",
+			            va, vb);
 		}
 	}
 	return 0;
@@ -1053,8 +1073,8 @@ static int option_find(const char *section, const char *key)
 {
 	for (size_t i = 0; i < NOPTS; i++) {
 		const struct conf_option *o = &conf_opts[i];
-		bool same_sec = section ? o->section && strcmp(o->section, section) == 0
-					: o->section == NULL;
+		bool same_sec =
+		    section ? o->section && strcmp(o->section, section) == 0 : o->section == NULL;
 		if (same_sec && strcmp(o->key, key) == 0)
 			return (int)i;
 	}
@@ -1063,8 +1083,7 @@ static int option_find(const char *section, const char *key)
 
 /* " (did you mean X?)" for an unknown option, or "". in_section: the name was written
  * without a dot below a [section] header, where top-level options cannot be set. */
-static void suggest_option(const char *full, const char *key, bool in_section, char *out,
-			   size_t n)
+static void suggest_option(const char *full, const char *key, bool in_section, char *out, size_t n)
 {
 	char name[2 * CONF_NAME_MAX];
 	size_t best = 3;
@@ -1075,9 +1094,9 @@ static void suggest_option(const char *full, const char *key, bool in_section, c
 		opt_name(o, name, sizeof(name));
 		if (strcmp(o->key, key) == 0) {
 			snprintf(out, n, " (did you mean %s?%s)", name,
-				 o->section || !in_section
-					 ? ""
-					 : " top-level options go before the first [section]");
+			         o->section || !in_section
+			             ? ""
+			             : " top-level options go before the first [section]");
 			return;
 		}
 		size_t d = edit_distance(full, name);
@@ -1105,8 +1124,7 @@ static void suggest_section(const char *sec, char *out, size_t n)
 	}
 }
 
-static int load_file(struct load_ctx *lc, const char *path, const struct file_ctx *from,
-		     int depth);
+static int load_file(struct load_ctx *lc, const char *path, const struct file_ctx *from, int depth);
 
 static int cmp_str(const void *a, const void *b)
 {
@@ -1140,8 +1158,8 @@ static int do_include(struct load_ctx *lc, struct file_ctx *fx, const char *pat)
 	if (r != 0) {
 		globfree(&g);
 		return fail(lc->err, fx->path, fx->line, "include",
-			    "cannot expand the pattern (%s)",
-			    r == GLOB_NOSPACE ? "out of memory" : "read error");
+		            "cannot expand the pattern (%s)",
+		            r == GLOB_NOSPACE ? "out of memory" : "read error");
 	}
 	/* sorted bytewise, whatever the locale, so 10-a.conf < 20-b.conf everywhere */
 	qsort(g.gl_pathv, g.gl_pathc, sizeof(char *), cmp_str);
@@ -1152,18 +1170,18 @@ static int do_include(struct load_ctx *lc, struct file_ctx *fx, const char *pat)
 }
 
 static int set_path(struct load_ctx *lc, struct file_ctx *fx, const char *name, const char *val,
-		    char *dst, size_t n)
+                    char *dst, size_t n)
 {
 	if (val[0] == '\0')
 		return fail(lc->err, fx->path, fx->line, name, "needs a path");
-	if (join_path(fx->dir, val, false, dst, n) < 0)
-		return fail(lc->err, fx->path, fx->line, name, "path too long (max %zu bytes)",
-			    n - 1);
+	if (join_path(fx->dir, val, false, dst, n) < 0 || strlen(dst) > CONF_PATH_LEN_MAX)
+		return fail(lc->err, fx->path, fx->line, name, "path longer than %d bytes",
+		            CONF_PATH_LEN_MAX);
 	return 0;
 }
 
 static int set_cert(struct load_ctx *lc, struct file_ctx *fx, const struct conf_option *o,
-		    const char *name, const char *val)
+                    const char *name, const char *val)
 {
 	struct conf *c = lc->c;
 	struct conf_source here = {fx->fileid, fx->line};
@@ -1173,13 +1191,13 @@ static int set_cert(struct load_ctx *lc, struct file_ctx *fx, const struct conf_
 			struct conf_cert *prev = &c->certs[c->ncerts - 1];
 			const char *pf = conf_source_file(c, prev->cert_src);
 			return fail(lc->err, fx->path, fx->line, name,
-				    "the tls.cert at %s:%d has no tls.key yet (each tls.cert must "
-				    "be followed by its tls.key)",
-				    pf ? pf : "?", prev->cert_src.line);
+			            "the tls.cert at %s:%d has no tls.key yet (each tls.cert must "
+			            "be followed by its tls.key)",
+			            pf ? pf : "?", prev->cert_src.line);
 		}
 		if (c->ncerts >= LIM_CERTS)
 			return fail(lc->err, fx->path, fx->line, name, "more than %d certificates",
-				    LIM_CERTS);
+			            LIM_CERTS);
 		struct conf_cert *ct = &c->certs[c->ncerts];
 		if (set_path(lc, fx, name, val, ct->cert_file, sizeof(ct->cert_file)) < 0)
 			return -1;
@@ -1192,7 +1210,7 @@ static int set_cert(struct load_ctx *lc, struct file_ctx *fx, const struct conf_
 	}
 	if (!lc->cert_open)
 		return fail(lc->err, fx->path, fx->line, name,
-			    "no tls.cert before it (write tls.cert = CHAIN, then tls.key = KEY)");
+		            "no tls.cert before it (write tls.cert = CHAIN, then tls.key = KEY)");
 	struct conf_cert *ct = &c->certs[c->ncerts - 1];
 	if (set_path(lc, fx, name, val, ct->key_file, sizeof(ct->key_file)) < 0)
 		return -1;
@@ -1202,7 +1220,7 @@ static int set_cert(struct load_ctx *lc, struct file_ctx *fx, const struct conf_
 }
 
 static int set_option(struct load_ctx *lc, struct file_ctx *fx, int idx, const char *name,
-		      const char *val)
+                      const char *val)
 {
 	const struct conf_option *o = &conf_opts[idx];
 	struct conf *c = lc->c;
@@ -1220,10 +1238,10 @@ static int set_option(struct load_ctx *lc, struct file_ctx *fx, int idx, const c
 	case CT_STRING:
 		if (strlen(val) >= o->size)
 			return fail(err, fx->path, fx->line, name, "too long (max %zu bytes)",
-				    o->size - 1);
+			            o->size - 1);
 		if (o->check && !o->check(val, why, sizeof(why)))
 			return fail(err, fx->path, fx->line, name, "\"%s\" %s",
-				    vis(val, shown, sizeof(shown)), why);
+			            vis(val, shown, sizeof(shown)), why);
 		str_copy(field(c, o), o->size, val);
 		break;
 	case CT_PATH:
@@ -1235,21 +1253,22 @@ static int set_option(struct load_ctx *lc, struct file_ctx *fx, int idx, const c
 	case CT_DURATION:
 		if (!parse_num(o->type, val, &v))
 			return fail(err, fx->path, fx->line, name, "\"%s\" is not %s",
-				    vis(val, shown, sizeof(shown)),
-				    o->type == CT_INT    ? "a whole number"
-				    : o->type == CT_SIZE ? "a size (bytes, or with K, M or G: 512K, "
-							   "35M, 1G)"
-							 : "a duration (seconds, or with s, m or h: "
-							   "30s, 5m, 1h)");
+			            vis(val, shown, sizeof(shown)),
+			            o->type == CT_INT ? "a whole number"
+			            : o->type == CT_SIZE
+			                ? "a size (bytes, or with K, M or G: 512K, "
+			                  "35M, 1G)"
+			                : "a duration (seconds, or with s, m or h: "
+			                  "30s, 5m, 1h)");
 		if (v < o->min) {
 			fmt_num(o->type, o->min, lim, sizeof(lim));
 			return fail(err, fx->path, fx->line, name, "%s is below the minimum %s",
-				    vis(val, shown, sizeof(shown)), lim);
+			            vis(val, shown, sizeof(shown)), lim);
 		}
 		if (v > o->max) {
 			fmt_num(o->type, o->max, lim, sizeof(lim));
 			return fail(err, fx->path, fx->line, name, "%s is above the maximum %s",
-				    vis(val, shown, sizeof(shown)), lim);
+			            vis(val, shown, sizeof(shown)), lim);
 		}
 		num_store(o, c, v);
 		break;
@@ -1257,8 +1276,8 @@ static int set_option(struct load_ctx *lc, struct file_ctx *fx, int idx, const c
 		b = parse_bool(val);
 		if (b < 0)
 			return fail(err, fx->path, fx->line, name,
-				    "\"%s\" is not yes or no (true/false and on/off work too)",
-				    vis(val, shown, sizeof(shown)));
+			            "\"%s\" is not yes or no (true/false and on/off work too)",
+			            vis(val, shown, sizeof(shown)));
 		num_store(o, c, b);
 		break;
 	case CT_ENUM:
@@ -1267,13 +1286,13 @@ static int set_option(struct load_ctx *lc, struct file_ctx *fx, int idx, const c
 				break;
 		if (!o->names[b])
 			return fail(err, fx->path, fx->line, name, "\"%s\" is not one of: %s, %s",
-				    vis(val, shown, sizeof(shown)), o->names[0], o->names[1]);
+			            vis(val, shown, sizeof(shown)), o->names[0], o->names[1]);
 		num_store(o, c, b);
 		break;
 	case CT_LISTEN:
 		if (parse_listen(val, &l, &w) < 0)
 			return fail(err, fx->path, fx->line, name, "\"%s\": %s",
-				    vis(val, shown, sizeof(shown)), w);
+			            vis(val, shown, sizeof(shown)), w);
 		memcpy(field(c, o), &l, sizeof(l));
 		break;
 	}
@@ -1302,7 +1321,7 @@ static int parse_section(struct load_ctx *lc, struct file_ctx *fx, const char *p
 		memcpy(name, s, CONF_NAME_MAX);
 		name[CONF_NAME_MAX] = '\0';
 		return fail(lc->err, fx->path, fx->line, NULL, "unknown section [%s...]",
-			    vis(name, shown, sizeof(shown)));
+		            vis(name, shown, sizeof(shown)));
 	}
 	memcpy(name, s, (size_t)(e - s));
 	name[e - s] = '\0';
@@ -1310,7 +1329,7 @@ static int parse_section(struct load_ctx *lc, struct file_ctx *fx, const char *p
 	if (!sec) {
 		suggest_section(name, hint, sizeof(hint));
 		return fail(lc->err, fx->path, fx->line, NULL, "unknown section [%s]%s",
-			    vis(name, shown, sizeof(shown)), hint);
+		            vis(name, shown, sizeof(shown)), hint);
 	}
 	fx->section = sec;
 	return 0;
@@ -1328,7 +1347,7 @@ static int parse_line(struct load_ctx *lc, struct file_ctx *fx, const char *line
 		unsigned char ch = (unsigned char)line[i];
 		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
 			return fail(lc->err, fx->path, fx->line, NULL,
-				    "control character 0x%02x in column %zu", ch, i + 1);
+			            "control character 0x%02x in column %zu", ch, i + 1);
 	}
 	p = skip_ws(line);
 	if (*p == '\0' || *p == '#')
@@ -1342,10 +1361,10 @@ static int parse_line(struct load_ctx *lc, struct file_ctx *fx, const char *line
 	klen = (size_t)(p - k);
 	if (klen == 0)
 		return fail(lc->err, fx->path, fx->line, NULL,
-			    "expected \"key = value\" or \"[section]\"");
+		            "expected \"key = value\" or \"[section]\"");
 	if (klen > CONF_NAME_MAX)
 		return fail(lc->err, fx->path, fx->line, NULL, "option name longer than %d bytes",
-			    CONF_NAME_MAX);
+		            CONF_NAME_MAX);
 	memcpy(key, k, klen);
 	key[klen] = '\0';
 	p = skip_ws(p);
@@ -1375,13 +1394,12 @@ static int parse_line(struct load_ctx *lc, struct file_ctx *fx, const char *line
 	if (idx < 0) {
 		suggest_option(full, k, !dot && fx->section, hint, sizeof(hint));
 		return fail(lc->err, fx->path, fx->line, vis(full, shown, sizeof(shown)),
-			    "unknown option%s", hint);
+		            "unknown option%s", hint);
 	}
 	return set_option(lc, fx, idx, full, val);
 }
 
-static int load_file(struct load_ctx *lc, const char *path, const struct file_ctx *from,
-		     int depth)
+static int load_file(struct load_ctx *lc, const char *path, const struct file_ctx *from, int depth)
 {
 	const char *ffile = from ? from->path : NULL;
 	int fline = from ? from->line : 0;
@@ -1394,22 +1412,25 @@ static int load_file(struct load_ctx *lc, const char *path, const struct file_ct
 
 	if (depth > CONF_INCLUDE_DEPTH)
 		return fail(lc->err, ffile, fline, "include",
-			    "files nested more than %d deep (does a file include itself?)",
-			    CONF_INCLUDE_DEPTH);
+		            "files nested more than %d deep (does a file include itself?)",
+		            CONF_INCLUDE_DEPTH);
+	if (strlen(path) > CONF_PATH_LEN_MAX)
+		return fail(lc->err, ffile, fline, from ? "include" : NULL,
+		            "file name longer than %d bytes", CONF_PATH_LEN_MAX);
 	if (++lc->nfiles > CONF_MAX_FILES)
 		return fail(lc->err, ffile, fline, "include", "more than %d files in all",
-			    CONF_MAX_FILES);
+		            CONF_MAX_FILES);
 	/* O_NONBLOCK: a FIFO must not hang us; anything but a regular file is refused */
 	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
 		int e = errno;
 		return from ? fail(lc->err, ffile, fline, "include", "%s: %s", path, strerror(e))
-			    : fail(lc->err, path, 0, NULL, "%s", strerror(e));
+		            : fail(lc->err, path, 0, NULL, "%s", strerror(e));
 	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
 		return from ? fail(lc->err, ffile, fline, "include", "%s: not a regular file", path)
-			    : fail(lc->err, path, 0, NULL, "not a regular file");
+		            : fail(lc->err, path, 0, NULL, "not a regular file");
 	}
 	f = fdopen(fd, "r");
 	if (!f) {
@@ -1437,7 +1458,7 @@ static int load_file(struct load_ctx *lc, const char *path, const struct file_ct
 		fx.line++;
 		if (r == -1) {
 			rc = fail(lc->err, path, fx.line, NULL, "line longer than %d bytes",
-				  CONF_LINE_MAX);
+			          CONF_LINE_MAX);
 			break;
 		}
 		if (r == -2) {
@@ -1468,15 +1489,16 @@ static int finish(struct load_ctx *lc)
 	if (lc->cert_open) {
 		struct conf_cert *ct = &c->certs[c->ncerts - 1];
 		return fail(lc->err, conf_source_file(c, ct->cert_src), ct->cert_src.line,
-			    "tls.cert", "no tls.key follows it");
+		            "tls.cert", "no tls.key follows it");
 	}
 	int pm = option_find(NULL, "postmaster");
 	if (pm >= 0 && c->src[pm].line <= 0) {
 		r = snprintf(c->postmaster, sizeof(c->postmaster), "postmaster@%s", c->hostname);
 		if (r < 0 || (size_t)r >= sizeof(c->postmaster) ||
 		    !check_mailbox(c->postmaster, why, sizeof(why)))
-			return fail(lc->err, c->path, 0, "postmaster",
-				    "the default postmaster@<hostname> is too long; set postmaster");
+			return fail(
+			    lc->err, c->path, 0, "postmaster",
+			    "the default postmaster@<hostname> is too long; set postmaster");
 	}
 	/* two listeners on one address cannot both bind */
 	for (size_t i = 0; i < NOPTS; i++) {
@@ -1495,9 +1517,8 @@ static int finish(struct load_ctx *lc)
 			fmt_listen(la, addr, sizeof(addr));
 			char other[2 * CONF_NAME_MAX];
 			opt_name(&conf_opts[blame == j ? i : j], other, sizeof(other));
-			return fail(lc->err, conf_source_file(c, c->src[blame]),
-				    c->src[blame].line, name, "same address as %s (%s)", other,
-				    addr);
+			return fail(lc->err, conf_source_file(c, c->src[blame]), c->src[blame].line,
+			            name, "same address as %s (%s)", other, addr);
 		}
 	}
 	return 0;
@@ -1549,7 +1570,7 @@ const char *conf_pick_path(const char *cli_path)
 /* ---- sealmail config check|show ---- */
 
 static int check_readable(const struct conf *c, struct conf_source src, const char *opt,
-			  const char *file)
+                          const char *file)
 {
 	const char *where = conf_source_file(c, src);
 	struct stat st;
@@ -1557,12 +1578,12 @@ static int check_readable(const struct conf *c, struct conf_source src, const ch
 
 	if (fd < 0) {
 		fprintf(stderr, "%s:%d: %s: %s: %s\n", where ? where : "?", src.line, opt, file,
-			strerror(errno));
+		        strerror(errno));
 		return -1;
 	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
 		fprintf(stderr, "%s:%d: %s: %s: not a regular file\n", where ? where : "?",
-			src.line, opt, file);
+		        src.line, opt, file);
 		close(fd);
 		return -1;
 	}
@@ -1572,12 +1593,13 @@ static int check_readable(const struct conf *c, struct conf_source src, const ch
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: sealmail config check [-c FILE]\n"
-		     "       sealmail config show [-n] [-c FILE]\n"
-		     "  -c FILE  config file (default: $SEALMAIL_CONF, else %s if it exists,\n"
-		     "           else the embedded defaults)\n"
-		     "  -n       show only options set in the file\n",
-		     CONF_DEFAULT_PATH);
+	fprintf(out,
+	        "usage: sealmail config check [-c FILE]\n"
+	        "       sealmail config show [-n] [-c FILE]\n"
+	        "  -c FILE  config file (default: $SEALMAIL_CONF, else %s if it exists,\n"
+	        "           else the embedded defaults)\n"
+	        "  -n       show only options set in the file\n",
+	        CONF_DEFAULT_PATH);
 }
 
 int conf_cli(int argc, char **argv)
@@ -1615,7 +1637,7 @@ int conf_cli(int argc, char **argv)
 			return EX_OK;
 		} else {
 			fprintf(stderr, "sealmail config %s: bad argument: %s\n", argv[0],
-				strcmp(a, "-c") == 0 ? "-c needs a file name" : a);
+			        strcmp(a, "-c") == 0 ? "-c needs a file name" : a);
 			usage(stderr);
 			return EX_USAGE;
 		}
@@ -1635,10 +1657,10 @@ int conf_cli(int argc, char **argv)
 	if (check) {
 		for (int k = 0; k < c->ncerts && k < LIM_CERTS; k++) {
 			if (check_readable(c, c->certs[k].cert_src, "tls.cert",
-					   c->certs[k].cert_file) < 0)
+			                   c->certs[k].cert_file) < 0)
 				rc = EX_CONFIG;
 			if (check_readable(c, c->certs[k].key_src, "tls.key",
-					   c->certs[k].key_file) < 0)
+			                   c->certs[k].key_file) < 0)
 				rc = EX_CONFIG;
 		}
 		if (rc != EX_OK)

@@ -107,8 +107,10 @@ static int tls_sni_cb(SSL *ssl, int *alert, void *arg)
 	return SSL_TLSEXT_ERR_OK;
 }
 
-static SSL_CTX *ctx_build(const struct conf *c, const char *cert, const char *key, X509 **leaf,
-			  char *err, size_t errsz)
+/* cert_where and key_where name the config lines ("file:line: tls.cert: "), or are "". */
+static SSL_CTX *ctx_build(const struct conf *c, const char *cert, const char *key,
+			  const char *cert_where, const char *key_where, X509 **leaf, char *err,
+			  size_t errsz)
 {
 	char e[256];
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -127,17 +129,18 @@ static SSL_CTX *ctx_build(const struct conf *c, const char *cert, const char *ke
 		goto fail;
 	}
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		snprintf(err, errsz, "%s: cannot load certificate chain: %s", cert,
+		snprintf(err, errsz, "%s%s: cannot load certificate chain: %s", cert_where, cert,
 			 tls_last_error(e, sizeof(e)));
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		snprintf(err, errsz, "%s: cannot load private key: %s", key,
+		snprintf(err, errsz, "%s%s: cannot load private key: %s", key_where, key,
 			 tls_last_error(e, sizeof(e)));
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(err, errsz, "%s does not match %s", key, cert);
+		snprintf(err, errsz, "%s%s does not match %s", key_where, key, cert);
+		ERR_clear_error();
 		goto fail;
 	}
 	if (c->tls_resumption) {
@@ -168,6 +171,7 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errsz)
 
 	for (int i = 0; i < (n ? n : 1); i++) {
 		const char *cert, *key;
+		char cert_where[PATH_MAX + 32] = "", key_where[PATH_MAX + 32] = "";
 		if (n == 0) {
 			char dir[PATH_MAX];
 			snprintf(dir, sizeof(dir), "%s/tls", c->data_dir);
@@ -179,10 +183,19 @@ struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errsz)
 		} else {
 			cert = c->certs[i].cert_file;
 			key = c->certs[i].key_file;
+			/* errors name the config line, as every config error does */
+			const char *cf = conf_source_file(c, c->certs[i].cert_src);
+			const char *kf = conf_source_file(c, c->certs[i].key_src);
+			if (cf && c->certs[i].cert_src.line > 0)
+				snprintf(cert_where, sizeof(cert_where), "%s:%d: tls.cert: ", cf,
+					 c->certs[i].cert_src.line);
+			if (kf && c->certs[i].key_src.line > 0)
+				snprintf(key_where, sizeof(key_where), "%s:%d: tls.key: ", kf,
+					 c->certs[i].key_src.line);
 		}
 		file_id_take(&ts->files[ts->nfiles++], cert);
 		file_id_take(&ts->files[ts->nfiles++], key);
-		ts->ctx[i] = ctx_build(c, cert, key, &ts->leaf[i], err, errsz);
+		ts->ctx[i] = ctx_build(c, cert, key, cert_where, key_where, &ts->leaf[i], err, errsz);
 		if (!ts->ctx[i])
 			goto fail;
 		ts->n++;

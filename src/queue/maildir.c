@@ -24,7 +24,6 @@
 #define MAILDIR_BUF (64 * 1024)
 /* sanitised host name kept in file names (the rest of the name is < 80 bytes) */
 #define MAILDIR_HOST_MAX 64
-#define MAILDIR_NAME_MAX 256
 
 static int write_all(int fd, const void *p, size_t n)
 {
@@ -305,6 +304,120 @@ out:
 		close(tmpfd);
 	if (newfd >= 0)
 		close(newfd);
+	errno = saved;
+	return rc;
+}
+
+int maildir_stage(const char *root, const char *prefix, size_t prefix_len, int fd,
+		  uint64_t body_off, uint64_t body_len, char *out_name)
+{
+	char name[MAILDIR_NAME_MAX];
+	int tmpfd = -1, f = -1, rc = -1, saved;
+	bool in_tmp = false;
+
+	if (root == NULL || root[0] == '\0' || (prefix == NULL && prefix_len > 0) ||
+	    body_len > UINT64_MAX - prefix_len || out_name == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	tmpfd = open_sub(root, "tmp");
+	if (tmpfd < 0 && errno == ENOENT) {
+		if (make_maildir(root) < 0)
+			goto out;
+		tmpfd = open_sub(root, "tmp");
+	}
+	if (tmpfd < 0)
+		goto out;
+	for (int tries = 0;; tries++) {
+		unique_name(name, sizeof(name), (uint64_t)prefix_len + body_len);
+		f = openat(tmpfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (f >= 0)
+			break;
+		if (errno != EEXIST || tries >= 4)
+			goto out;
+	}
+	in_tmp = true;
+	if (copy_in(f, prefix, prefix_len, fd, body_off, body_len) < 0)
+		goto out;
+	{
+		int cf = f;
+		f = -1;
+		if (close(cf) < 0)
+			goto out;
+	}
+	in_tmp = false;
+	snprintf(out_name, MAILDIR_NAME_MAX, "%s", name);
+	rc = 0;
+out:
+	saved = errno;
+	if (f >= 0)
+		close(f);
+	if (in_tmp && unlinkat(tmpfd, name, 0) < 0 && errno != ENOENT)
+		log_warn("event=maildir_cleanup_failed errno=%d", errno);
+	if (tmpfd >= 0)
+		close(tmpfd);
+	errno = saved;
+	return rc;
+}
+
+int maildir_publish(const char *root, const char *name)
+{
+	int tmpfd = open_sub(root, "tmp"), newfd = open_sub(root, "new"), rc = -1, saved;
+	if (tmpfd < 0 || newfd < 0)
+		goto out;
+	if (linkat(tmpfd, name, newfd, name, 0) == 0) {
+		unlinkat(tmpfd, name, 0);
+		rc = 0;
+	} else if (errno == EPERM || errno == ENOTSUP || errno == EOPNOTSUPP) {
+		rc = renameat2(tmpfd, name, newfd, name, RENAME_NOREPLACE);
+	}
+out:
+	saved = errno;
+	if (tmpfd >= 0)
+		close(tmpfd);
+	if (newfd >= 0)
+		close(newfd);
+	errno = saved;
+	return rc;
+}
+
+void maildir_unstage(const char *root, const char *name)
+{
+	int tmpfd = open_sub(root, "tmp");
+	if (tmpfd < 0)
+		return;
+	if (unlinkat(tmpfd, name, 0) < 0 && errno != ENOENT)
+		log_warn("event=maildir_cleanup_failed errno=%d", errno);
+	close(tmpfd);
+}
+
+int maildir_sync_staged(const char *root, const char *name, bool start_only)
+{
+	int tmpfd = open_sub(root, "tmp");
+	if (tmpfd < 0)
+		return -1;
+	int fd = openat(tmpfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int saved = errno, rc = -1;
+	close(tmpfd);
+	if (fd < 0) {
+		errno = saved;
+		return -1;
+	}
+	rc = start_only ? sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) : fdatasync(fd);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
+
+int maildir_sync_new(const char *root)
+{
+	int fd = open_sub(root, "new");
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	int saved = errno;
+	close(fd);
 	errno = saved;
 	return rc;
 }

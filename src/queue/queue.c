@@ -62,79 +62,189 @@ static bool qid_valid(const char *s)
 	return true;
 }
 
-/* Delivers what is left of one message. */
-static void deliver(struct queue *q, const char *qid)
-{
+#define BATCH_MSGS 64
+
+/* One local copy staged in a batch. */
+struct copy {
+	int msg;                       /* index into the batch's messages */
+	int rcpt;                      /* recipient index in that message */
+	char root[PATH_MAX];
+	char name[MAILDIR_NAME_MAX];
+	bool staged, published;
+};
+
+struct bmsg {
+	char qid[32];
 	struct spool_env env;
-	uint64_t off, len;
-	if (spool_read(q->spool, qid, &env, &off, &len) != 0) {
-		if (errno != ENOENT)
-			log_err("event=spool_error qid=%s op=read error=\"%s\"", qid,
-				errno == EINVAL ? "corrupt" : strerror(errno));
-		return;
+	bool *done;
+	int left;                      /* recipients not delivered after this batch */
+	bool loaded;
+};
+
+/* Delivers up to BATCH_MSGS queued messages with two syncs in all: every copy is written to
+ * its Maildir's tmp/, one sync makes them durable, each is linked into new/, a second sync
+ * makes the links durable, and only then are the spool files removed. */
+static void deliver_batch(struct queue *q)
+{
+	struct bmsg *msgs = xcalloc(BATCH_MSGS, sizeof(*msgs));
+	struct copy *copies = NULL;
+	int nmsgs = 0, ncopies = 0, capcopies = 0;
+
+	while (q->head && nmsgs < BATCH_MSGS) {
+		struct qitem *it = q->head;
+		q->head = it->next;
+		if (!q->head)
+			q->tail = NULL;
+		q->nitems--;
+		struct bmsg *m = &msgs[nmsgs];
+		snprintf(m->qid, sizeof(m->qid), "%s", it->qid);
+		free(it);
+		bool dup = false;
+		for (int i = 0; i < nmsgs; i++)
+			dup |= strcmp(msgs[i].qid, m->qid) == 0;
+		if (dup)
+			continue;
+		uint64_t off, len;
+		if (spool_read(q->spool, m->qid, &m->env, &off, &len) != 0) {
+			if (errno != ENOENT)
+				log_err("event=spool_error qid=%s op=read error=\"%s\"", m->qid,
+					errno == EINVAL ? "corrupt" : strerror(errno));
+			continue;
+		}
+		m->loaded = true;
+		nmsgs++;
+		m->done = xcalloc((size_t)m->env.nrcpts, sizeof(bool));
+		spool_load_done(q->spool, m->qid, m->done, m->env.nrcpts);
+		int fd = spool_open_msg(q->spool, m->qid);
+		for (int r = 0; r < m->env.nrcpts; r++) {
+			struct spool_rcpt *rc = &m->env.rcpts[r];
+			if (m->done[r])
+				continue;
+			m->left++;
+			if (fd < 0)
+				continue;
+			if (!rc->mailbox[0]) {
+				log_warn("event=deferred qid=%s to=<%s> status=deferred reason=\"remote delivery is not available yet\"",
+					 m->qid, rc->addr);
+				continue;
+			}
+			if (ncopies == capcopies) {
+				capcopies = capcopies ? capcopies * 2 : 64;
+				copies = realloc(copies, (size_t)capcopies * sizeof(*copies));
+				if (!copies)
+					fatal("out of memory");
+			}
+			struct copy *c = &copies[ncopies];
+			memset(c, 0, sizeof(*c));
+			c->msg = nmsgs - 1;
+			c->rcpt = r;
+			if (maildir_path(q->mail_root, rc->mailbox, c->root, sizeof(c->root)) != 0) {
+				log_err("event=deferred qid=%s to=<%s> status=deferred reason=\"mailbox path too long\"",
+					m->qid, rc->addr);
+				continue;
+			}
+			char prefix[2 * LIM_PATH + 64];
+			int pl = snprintf(prefix, sizeof(prefix),
+					  "Return-Path: <%s>\r\nDelivered-To: %s\r\n", m->env.from,
+					  rc->mailbox);
+			if (maildir_stage(c->root, prefix, (size_t)pl, fd, off, len, c->name) != 0) {
+				log_warn("event=deferred qid=%s to=<%s> mailbox=%s relay=local status=deferred error=\"%s\"",
+					 m->qid, rc->addr, rc->mailbox, strerror(errno));
+				continue;
+			}
+			c->staged = true;
+			ncopies++;
+		}
+		if (fd >= 0)
+			close(fd);
 	}
-	bool *done = xcalloc((size_t)env.nrcpts, sizeof(bool));
-	spool_load_done(q->spool, qid, done, env.nrcpts);
-	int fd = spool_open_msg(q->spool, qid);
-	int left = 0;
-	double delay = difftime(time(NULL), env.arrival);
-	for (int i = 0; i < env.nrcpts && fd >= 0; i++) {
-		struct spool_rcpt *r = &env.rcpts[i];
-		if (done[i])
+	/* 1. every staged copy durable in tmp/ (writeback of all first: the first fdatasync
+	 * then commits them together on a journalling file system) */
+	for (int i = 0; i < ncopies; i++)
+		maildir_sync_staged(copies[i].root, copies[i].name, true);
+	for (int i = 0; i < ncopies; i++) {
+		struct copy *c = &copies[i];
+		if (maildir_sync_staged(c->root, c->name, false) != 0) {
+			log_warn("event=deferred qid=%s to=<%s> relay=local status=deferred error=\"%s\"",
+				 msgs[c->msg].qid, msgs[c->msg].env.rcpts[c->rcpt].addr, strerror(errno));
+			maildir_unstage(c->root, c->name);
+			c->staged = false;
+		}
+	}
+	/* 2. linked into new/ */
+	for (int i = 0; i < ncopies; i++) {
+		struct copy *c = &copies[i];
+		if (!c->staged)
 			continue;
-		if (!r->mailbox[0]) {
-			log_warn("event=deferred qid=%s to=<%s> status=deferred reason=\"remote delivery is not available yet\"",
-				 qid, r->addr);
-			left++;
+		if (maildir_publish(c->root, c->name) != 0) {
+			log_warn("event=deferred qid=%s to=<%s> relay=local status=deferred error=\"%s\"",
+				 msgs[c->msg].qid, msgs[c->msg].env.rcpts[c->rcpt].addr, strerror(errno));
+			maildir_unstage(c->root, c->name);
 			continue;
 		}
-		char root[PATH_MAX], prefix[2 * LIM_PATH + 64], name[256];
-		if (maildir_path(q->mail_root, r->mailbox, root, sizeof(root)) != 0) {
-			log_err("event=bounce_needed qid=%s to=<%s> reason=\"mailbox path too long\"", qid,
-				r->addr);
-			left++;
+		c->published = true;
+	}
+	/* 3. the new/ entries durable, one sync per Maildir: now the copies are delivered */
+	for (int i = 0; i < ncopies; i++) {
+		struct copy *c = &copies[i];
+		if (!c->published)
 			continue;
-		}
-		int pl = snprintf(prefix, sizeof(prefix), "Return-Path: <%s>\r\nDelivered-To: %s\r\n",
-				  env.from, r->mailbox);
-		if (maildir_deliver(root, prefix, (size_t)pl, fd, off, len, name) != 0) {
-			log_warn("event=deferred qid=%s to=<%s> mailbox=%s relay=local status=deferred error=\"%s\"",
-				 qid, r->addr, r->mailbox, strerror(errno));
-			left++;
+		bool seen = false;
+		for (int k = 0; k < i && !seen; k++)
+			seen = copies[k].published && strcmp(copies[k].root, c->root) == 0;
+		if (seen)
 			continue;
+		if (maildir_sync_new(c->root) != 0) {
+			log_err("event=maildir_error op=sync root=%s error=\"%s\"", c->root, strerror(errno));
+			/* not known durable: none of this Maildir's copies count as delivered */
+			for (int k = i; k < ncopies; k++)
+				if (strcmp(copies[k].root, c->root) == 0)
+					copies[k].published = false;
 		}
-		if (spool_mark_done(q->spool, qid, i) != 0)
-			log_err("event=spool_error qid=%s op=mark_done error=\"%s\"", qid, strerror(errno));
+	}
+	for (int i = 0; i < ncopies; i++) {
+		struct copy *c = &copies[i];
+		if (!c->published)
+			continue;
+		struct bmsg *m = &msgs[c->msg];
+		struct spool_rcpt *rc = &m->env.rcpts[c->rcpt];
+		m->done[c->rcpt] = true;
+		m->left--;
 		log_info("event=delivered qid=%s to=<%s> mailbox=%s relay=local delay=%.0f dsn=2.0.0 status=sent file=%s",
-			 qid, r->addr, r->mailbox, delay, name);
+			 m->qid, rc->addr, rc->mailbox, difftime(time(NULL), m->env.arrival), c->name);
 	}
-	if (fd >= 0)
-		close(fd);
-	if (left == 0) {
-		if (spool_remove(q->spool, qid) != 0)
-			log_err("event=spool_error qid=%s op=remove error=\"%s\"", qid, strerror(errno));
-		else
-			log_info("event=removed qid=%s", qid);
+	/* 4. finished messages leave the spool; partly delivered ones record who is done */
+	for (int i = 0; i < nmsgs; i++) {
+		struct bmsg *m = &msgs[i];
+		if (m->left == 0) {
+			if (spool_remove(q->spool, m->qid) != 0)
+				log_err("event=spool_error qid=%s op=remove error=\"%s\"", m->qid,
+					strerror(errno));
+			else
+				log_info("event=removed qid=%s", m->qid);
+		} else {
+			for (int k = 0; k < ncopies; k++)
+				if (copies[k].msg == i && copies[k].published &&
+				    spool_mark_done(q->spool, m->qid, copies[k].rcpt) != 0)
+					log_err("event=spool_error qid=%s op=mark_done error=\"%s\"", m->qid,
+						strerror(errno));
+		}
+		free(m->done);
+		spool_env_free(&m->env);
 	}
-	free(done);
-	spool_env_free(&env);
+	free(copies);
+	free(msgs);
 }
 
-/* One message per callback, so IPC stays responsive under a backlog. */
+/* One batch per callback, so IPC stays responsive under a backlog. */
 static void run_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct queue *q = arg;
 	(void)fd;
 	(void)what;
-	struct qitem *it = q->head;
-	if (!it)
-		return;
-	q->head = it->next;
 	if (!q->head)
-		q->tail = NULL;
-	q->nitems--;
-	deliver(q, it->qid);
-	free(it);
+		return;
+	deliver_batch(q);
 	if (q->head)
 		event_active(q->run_ev, EV_TIMEOUT, 0);
 }
