@@ -12,7 +12,7 @@
 #
 # Environment (defaults):
 #   MSGS=2000 DURATION=60 SIZE=4096 CONNS="1 10 50" REUSE_PER_CONN=500
-#   IDLE=1000 IDLE_SECS=10 IDLE_SETUP=120 SETTLE=5 SRC_ADDRS=100 TIMEOUT=10
+#   IDLE=1000 IDLE_SECS=10 IDLE_SETUP=180 SETTLE=5 SM_MAX_PER_SRC=15 TIMEOUT=10
 #   SEALMAIL=<root>/sealmail  PORT=2525  PEER=0  PEER_SETUP=<root>/../shared/bench/peer-setup.sh
 #   OUT=<new temp dir> (JSON of every cell, server log, results.md)  KEEP=0 (keep SEALMAIL_HOME)
 set -euo pipefail
@@ -28,16 +28,17 @@ CONNS=${CONNS:-1 10 50}
 REUSE_PER_CONN=${REUSE_PER_CONN:-500}
 IDLE=${IDLE:-1000}
 IDLE_SECS=${IDLE_SECS:-10}
-IDLE_SETUP=${IDLE_SETUP:-120}
+IDLE_SETUP=${IDLE_SETUP:-180}
 SETTLE=${SETTLE:-5}
-SRC_ADDRS=${SRC_ADDRS:-100}
+# sealmail's default limit is 20 connections per client address (src/limits.h): slots are
+# spread over 127.0.0.1..N so that at most SM_MAX_PER_SRC share one. Postfix's peer config
+# has no such limit, so it gets 127.0.0.1 only (other 127.x addresses cost PTR lookups).
+SM_MAX_PER_SRC=${SM_MAX_PER_SRC:-15}
 TIMEOUT=${TIMEOUT:-10}
 PEER=${PEER:-0}
 PEER_SETUP=${PEER_SETUP:-$ROOT/../shared/bench/peer-setup.sh}
 PEER_PORT=10025
 KEEP=${KEEP:-0}
-OUT=${OUT:-$(mktemp -d /tmp/sealmail-bench.XXXXXX)}
-mkdir -p "$OUT"
 LOAD=$HERE/smtpload
 
 say() { printf '%s\n' "$*" >&2; }
@@ -46,6 +47,8 @@ if [ ! -x "$SEALMAIL" ]; then
 	say "run.sh: $SEALMAIL not found: run \`make\` in $ROOT first"
 	exit 1
 fi
+OUT=${OUT:-$(mktemp -d /tmp/sealmail-bench.XXXXXX)}
+mkdir -p "$OUT"
 make -s -C "$HERE" smtpload
 
 SM_HOME=
@@ -73,7 +76,7 @@ cell() {
 	local srv=()
 	while [ "$1" != -- ]; do srv+=("$1"); shift; done
 	shift
-	local cmd=("$LOAD" --port "$port" --src-addrs "$SRC_ADDRS" --timeout "$TIMEOUT"
+	local cmd=("$LOAD" --port "$port" --timeout "$TIMEOUT"
 		--cpu-settle "$SETTLE" "${srv[@]}" "$@" --json)
 	say "== $name: ${cmd[*]}"
 	echo "${cmd[*]}" >> "$OUT/commands.txt"
@@ -128,7 +131,7 @@ if ! listening "$PORT"; then
 	say "run.sh: sealmail is not listening on $PORT; its log:"; tail -n 30 "$OUT/sealmail.log" >&2
 	exit 1
 fi
-matrix sealmail "$PORT" --server-pids "$SM_PID"
+matrix sealmail "$PORT" --server-pids "$SM_PID" --max-per-src "$SM_MAX_PER_SRC"
 kill -0 "$SM_PID" 2>/dev/null || say "run.sh: warning: sealmail exited during the run (see $OUT/sealmail.log)"
 cleanup
 

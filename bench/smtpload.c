@@ -68,61 +68,65 @@ static struct {
 	double timeout;
 	int threads;
 	int src_addrs;
+	int max_per_src;
 	bool json;
 } o = {
-	.host = "127.0.0.1",
-	.port = 25,
-	.conns = 1,
-	.msgs = 1000,
-	.duration = 60,
-	.size = 4096,
-	.per_conn = 1,
-	.from = "smtpload@load.test",
-	.to = "bench@localhost",
-	.ehlo = "smtpload.localhost",
-	.idle_secs = 10,
-	.settle = 0,
-	.timeout = 10,
-	.threads = 1,
-	.src_addrs = 1,
+    .host = "127.0.0.1",
+    .port = 25,
+    .conns = 1,
+    .msgs = 1000,
+    .duration = 60,
+    .size = 4096,
+    .per_conn = 1,
+    .from = "smtpload@load.test",
+    .to = "bench@localhost",
+    .ehlo = "smtpload.localhost",
+    .idle_secs = 10,
+    .settle = 0,
+    .timeout = 10,
+    .threads = 1,
+    .src_addrs = 1,
 };
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: smtpload [options]    (targets 127.0.0.0/8 and ::1 only)\n"
-		"  --host ADDR        server address                          [127.0.0.1]\n"
-		"  --port N           server port                             [25]\n"
-		"  --conns C          concurrent connections                  [1]\n"
-		"  --msgs N           messages to send in total               [1000]\n"
-		"  --duration S       hard time bound of the run, seconds     [60]\n"
-		"  --size BYTES       message size, headers + body            [4096]\n"
-		"  --starttls         EHLO, STARTTLS, TLS handshake, EHLO again\n"
-		"  --tls              implicit TLS from the first byte (port 465 style)\n"
-		"  --per-conn K       messages per connection, 0 = reuse for all [1]\n"
-		"  --from ADDR        MAIL FROM                               [smtpload@load.test]\n"
-		"  --to ADDR          RCPT TO                                 [bench@localhost]\n"
-		"  --ehlo NAME        EHLO argument                           [smtpload.localhost]\n"
-		"  --auth USER:PASS   AUTH PLAIN after the (TLS) EHLO\n"
-		"  --idle N           idle mode: open N TLS sessions (STARTTLS unless --tls),\n"
-		"                     --conns at a time, hold them, report server memory, QUIT\n"
-		"  --idle-secs S      how long to hold the idle sessions      [10]\n"
-		"  --server-pids P,P  server processes (and their children) to measure\n"
-		"  --server-pgrep RE  same, chosen by a regex on /proc/PID/cmdline\n"
-		"  --cpu-settle S     before and after the run, wait up to S s for the server\n"
-		"                     tree to go quiet (queued delivery finishing)  [0]\n"
-		"  --timeout S        per-step timeout (connect, handshake, each reply) [10]\n"
-		"  --threads T        client threads, each with its own epoll loop [1]\n"
-		"  --src-addrs N      spread connections over source addresses 127.0.0.1..N\n"
-		"                     (per-IP connection limits, ephemeral ports)  [1]\n"
-		"  --json             one JSON object on stdout instead of text\n");
+	fprintf(
+	    f,
+	    "usage: smtpload [options]    (targets 127.0.0.0/8 and ::1 only)\n"
+	    "  --host ADDR        server address                          [127.0.0.1]\n"
+	    "  --port N           server port                             [25]\n"
+	    "  --conns C          concurrent connections                  [1]\n"
+	    "  --msgs N           messages to send in total               [1000]\n"
+	    "  --duration S       hard time bound of the run, seconds     [60]\n"
+	    "  --size BYTES       message size, headers + body            [4096]\n"
+	    "  --starttls         EHLO, STARTTLS, TLS handshake, EHLO again\n"
+	    "  --tls              implicit TLS from the first byte (port 465 style)\n"
+	    "  --per-conn K       messages per connection, 0 = reuse for all [1]\n"
+	    "  --from ADDR        MAIL FROM                               [smtpload@load.test]\n"
+	    "  --to ADDR          RCPT TO                                 [bench@localhost]\n"
+	    "  --ehlo NAME        EHLO argument                           [smtpload.localhost]\n"
+	    "  --auth USER:PASS   AUTH PLAIN after the (TLS) EHLO\n"
+	    "  --idle N           idle mode: open N TLS sessions (STARTTLS unless --tls),\n"
+	    "                     --conns at a time, hold them, report server memory, QUIT\n"
+	    "  --idle-secs S      how long to hold the idle sessions      [10]\n"
+	    "  --server-pids P,P  server processes (and their children) to measure\n"
+	    "  --server-pgrep RE  same, chosen by a regex on /proc/PID/cmdline\n"
+	    "  --cpu-settle S     before and after the run, wait up to S s for the server\n"
+	    "                     tree to go quiet (queued delivery finishing)  [0]\n"
+	    "  --timeout S        per-step timeout (connect, handshake, each reply) [10]\n"
+	    "  --threads T        client threads, each with its own epoll loop [1]\n"
+	    "  --src-addrs N      bind connection slot i to source address 127.0.0.(1 + i %% N),\n"
+	    "                     to stay under a server's per-IP connection limit  [1]\n"
+	    "  --max-per-src K    pick --src-addrs so that at most K slots share an address\n"
+	    "                     (note: a server may do PTR lookups for 127.0.0.2 and up)\n"
+	    "  --json             one JSON object on stdout instead of text\n");
 }
 
 /* ---------------------------------------------------------------- shared state */
 
 enum errcat { E_CONNECT, E_TLS, E_TIMEOUT, E_REPLY, E_CLOSED, E_IO, E_DEADLINE, E__N };
-static const char *const errcat_name[E__N] = {"connect", "tls",	 "timeout", "reply",
-					      "closed",	 "io",	 "deadline"};
+static const char *const errcat_name[E__N] = {"connect", "tls", "timeout", "reply",
+                                              "closed",  "io",  "deadline"};
 
 #define NSAMPLES 8
 static struct {
@@ -174,9 +178,9 @@ enum step {
 	S_IDLE,
 	S_QUIT,
 };
-static const char *const step_name[] = {"free", "connect", "TLS handshake", "banner", "EHLO",
-					"STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "end of data",
-					"idle", "QUIT"};
+static const char *const step_name[] = {"free",        "connect", "TLS handshake", "banner", "EHLO",
+                                        "STARTTLS",    "AUTH",    "MAIL",          "RCPT",   "DATA",
+                                        "end of data", "idle",    "QUIT"};
 
 struct worker;
 
@@ -185,17 +189,18 @@ struct conn {
 	int fd;
 	SSL *ssl;
 	enum step step;
-	enum step hs_next;  /* step after the TLS handshake: S_BANNER (--tls) or S_EHLO */
-	uint32_t ev;        /* events registered with epoll */
-	uint32_t io_want;   /* what the last blocked I/O waits for */
-	double deadline;    /* per-step timeout, 0 = none */
-	double t_msg;       /* latency start of the message in flight */
-	bool in_msg;        /* a claimed message is in flight on this slot */
-	bool restart;       /* slot waits to be (re)started by its worker */
-	bool done;          /* slot will open no more connections */
+	enum step hs_next; /* step after the TLS handshake: S_BANNER (--tls) or S_EHLO */
+	uint32_t ev;       /* events registered with epoll */
+	uint32_t io_want;  /* what the last blocked I/O waits for */
+	double deadline;   /* per-step timeout, 0 = none */
+	double t_msg;      /* latency start of the message in flight */
+	bool in_msg;       /* a claimed message is in flight on this slot */
+	bool restart;      /* slot waits to be (re)started by its worker */
+	bool done;         /* slot will open no more connections */
 	bool authed;
-	long on_conn;       /* messages done on the current connection */
+	long on_conn; /* messages done on the current connection */
 	long msgno;
+	int slot; /* global slot number: picks the source address */
 	/* pending output: up to 3 segments */
 	struct {
 		const char *p;
@@ -214,9 +219,8 @@ struct worker {
 	int ep;
 	struct conn *c;
 	int n;
-	int live;      /* slots not done */
-	int npending;  /* slots with restart set */
-	unsigned src_seq;
+	int live;     /* slots not done */
+	int npending; /* slots with restart set */
 	double *lat;
 	size_t nlat, caplat;
 	double last_ok;
@@ -313,7 +317,7 @@ static void conn_end(struct conn *c)
 
 /* The connection failed: the message in flight (if any) is failed, the slot restarts. */
 static void conn_fail(struct conn *c, enum errcat cat, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void conn_fail(struct conn *c, enum errcat cat, const char *fmt, ...)
 {
 	char buf[200];
@@ -366,7 +370,7 @@ static void queue1(struct conn *c, const char *p, size_t n)
 }
 
 static void send_cmd(struct conn *c, enum step next, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void send_cmd(struct conn *c, enum step next, const char *fmt, ...)
 {
 	va_list ap;
@@ -383,10 +387,10 @@ static void send_cmd(struct conn *c, enum step next, const char *fmt, ...)
 static void send_body(struct conn *c)
 {
 	int n = snprintf(c->hdr, sizeof c->hdr,
-			 "From: <%s>\r\nTo: <%s>\r\nSubject: smtpload message %010ld\r\n"
-			 "Date: %s\r\nMessage-ID: <%010ld.%08x@smtpload.localhost>\r\n"
-			 "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
-			 o.from, o.to, c->msgno, g_date, c->msgno, (unsigned)getpid());
+	                 "From: <%s>\r\nTo: <%s>\r\nSubject: smtpload message %010ld\r\n"
+	                 "Date: %s\r\nMessage-ID: <%010ld.%08x@smtpload.localhost>\r\n"
+	                 "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
+	                 o.from, o.to, c->msgno, g_date, c->msgno, (unsigned)getpid());
 	if (n < 0 || (size_t)n >= sizeof c->hdr)
 		n = (int)strlen(c->hdr);
 	c->seg[0].p = c->hdr;
@@ -688,9 +692,10 @@ static void conn_drive(struct conn *c)
 				atomic_fetch_add(&g_handshakes, 1);
 				if (!g_tlsinfo[0]) {
 					pthread_mutex_lock(&g_tlsinfo_mu);
-					snprintf(g_tlsinfo, sizeof g_tlsinfo, "%s %s",
-						 SSL_get_version(c->ssl),
-						 SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)));
+					snprintf(
+					    g_tlsinfo, sizeof g_tlsinfo, "%s %s",
+					    SSL_get_version(c->ssl),
+					    SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)));
 					pthread_mutex_unlock(&g_tlsinfo_mu);
 				}
 				if (c->hs_next == S_BANNER) {
@@ -721,7 +726,7 @@ static void conn_drive(struct conn *c)
 					return;
 				}
 				conn_fail(c, E_IO, "write in %s: %s", step_name[c->step],
-					  c->ssl ? ssl_errstr() : strerror(errno));
+				          c->ssl ? ssl_errstr() : strerror(errno));
 				return;
 			}
 			if (r == 0) {
@@ -733,7 +738,7 @@ static void conn_drive(struct conn *c)
 		long len = reply_parse(c, &code);
 		if (len < 0) {
 			conn_fail(c, E_REPLY, "%s: malformed reply: %.80s", step_name[c->step],
-				  reply_line(c, (long)c->inlen));
+			          reply_line(c, (long)c->inlen));
 			return;
 		}
 		if (len > 0) {
@@ -760,7 +765,7 @@ static void conn_drive(struct conn *c)
 			conn_fail(c, E_REPLY, "%s: reply too long", step_name[c->step]);
 		else
 			conn_fail(c, E_CLOSED, "connection closed by server in %s",
-				  step_name[c->step]);
+			          step_name[c->step]);
 		return;
 	}
 }
@@ -778,8 +783,8 @@ static void conn_open(struct conn *c)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	if (o.src_addrs > 1 && g_addr.ss_family == AF_INET) {
 		struct sockaddr_in src = {.sin_family = AF_INET};
-		unsigned k = w->src_seq++ * (unsigned)o.threads + (unsigned)w->id;
-		src.sin_addr.s_addr = htonl((127u << 24) | (1u + k % (unsigned)o.src_addrs));
+		unsigned k = (unsigned)c->slot % (unsigned)o.src_addrs;
+		src.sin_addr.s_addr = htonl((127u << 24) | (1u + k));
 		setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
 		if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
 			conn_fail(c, E_CONNECT, "bind source: %s", strerror(errno));
@@ -904,7 +909,7 @@ static void *worker_load(void *arg)
 					conn_end(c);
 				else
 					conn_fail(c, E_DEADLINE, "cut at the duration bound in %s",
-						  step_name[c->step]);
+					          step_name[c->step]);
 			}
 		}
 		if (t - last_scan >= 0.05) {
@@ -980,9 +985,10 @@ static struct procent *proc_list(int *np)
 		int ppid;
 		unsigned long long f[8], ut, st;
 		long long cut, cst;
-		if (sscanf(p + 2, "%c %d %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %lld %lld",
-			   &state, &ppid, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &ut,
-			   &st, &cut, &cst) != 14)
+		if (sscanf(p + 2,
+		           "%c %d %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %lld %lld",
+		           &state, &ppid, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7],
+		           &ut, &st, &cut, &cst) != 14)
 			continue;
 		if (n == cap) {
 			cap *= 2;
@@ -991,7 +997,7 @@ static struct procent *proc_list(int *np)
 				break;
 			v = nv;
 		}
-		v[n].pid = (pid_t)atol(de->d_name);
+		v[n].pid = (pid_t)strtol(de->d_name, NULL, 10);
 		v[n].ppid = ppid;
 		v[n].ticks = (long long)(ut + st) + cut + cst;
 		n++;
@@ -1010,18 +1016,17 @@ static long long status_kib(pid_t pid, const char *file, const char *key)
 	char *p = strstr(buf, key);
 	if (!p)
 		return 0;
-	return atoll(p + strlen(key));
+	return strtoll(p + strlen(key), NULL, 10);
 }
 
-static void srv_sample(struct srvsample *s, bool mem)
+/* The server tree in one /proc snapshot: its pids (ascending, as /proc lists them) into
+ * *tree, its summed ticks into *ticks. Returns the number of processes, -1 on error. */
+static int srv_tree(pid_t **tree, long long *ticks)
 {
-	memset(s, 0, sizeof *s);
-	if (!S.on)
-		return;
 	int n = 0;
 	struct procent *v = proc_list(&n);
 	if (!v)
-		return;
+		return -1;
 	memset(S.mark, 0, (size_t)S.pid_max + 1);
 	for (int i = 0; i < S.nroots; i++)
 		if (S.roots[i] > 0 && S.roots[i] <= S.pid_max)
@@ -1041,18 +1046,57 @@ static void srv_sample(struct srvsample *s, bool mem)
 				grew = true;
 			}
 	}
-	for (int i = 0; i < n; i++) {
+	pid_t *t = malloc(((size_t)n + 1) * sizeof *t);
+	int k = 0;
+	*ticks = 0;
+	for (int i = 0; t && i < n; i++) {
 		if (S.mark[v[i].pid] != 1)
 			continue;
-		s->nproc++;
-		s->ticks += v[i].ticks;
-		if (mem) {
-			s->rss_kib += status_kib(v[i].pid, "status", "VmRSS:");
-			s->pss_kib += status_kib(v[i].pid, "smaps_rollup", "Pss:");
-		}
+		t[k++] = v[i].pid;
+		*ticks += v[i].ticks;
 	}
-	s->ok = s->nproc > 0;
 	free(v);
+	if (!t)
+		return -1;
+	*tree = t;
+	return k;
+}
+
+/* A process of the tree that exits while /proc is being read is missing from that snapshot
+ * and not yet in its parent's cutime: so take snapshots until two in a row hold the same
+ * processes, and use the second. */
+static void srv_sample(struct srvsample *s, bool mem)
+{
+	memset(s, 0, sizeof *s);
+	if (!S.on)
+		return;
+	pid_t *a = NULL, *b = NULL;
+	long long ta = 0, tb = 0;
+	int na = srv_tree(&a, &ta), nb = -1;
+	for (int tries = 0; na >= 0 && tries < 20; tries++) {
+		nb = srv_tree(&b, &tb);
+		if (nb < 0)
+			break;
+		if (nb == na && !memcmp(a, b, (size_t)na * sizeof *a))
+			break;
+		free(a);
+		a = b;
+		na = nb;
+		ta = tb;
+		b = NULL;
+		nb = -1;
+	}
+	if (nb > 0) {
+		s->nproc = nb;
+		s->ticks = tb;
+		for (int i = 0; mem && i < nb; i++) {
+			s->rss_kib += status_kib(b[i], "status", "VmRSS:");
+			s->pss_kib += status_kib(b[i], "smaps_rollup", "Pss:");
+		}
+		s->ok = true;
+	}
+	free(a);
+	free(b);
 }
 
 static double ticks_ms(long long t)
@@ -1091,8 +1135,8 @@ static int srv_init(void)
 	S.hz = sysconf(_SC_CLK_TCK);
 	char buf[64];
 	S.pid_max = 4194304;
-	if (read_small("/proc/sys/kernel/pid_max", buf, sizeof buf) > 0 && atol(buf) > 0)
-		S.pid_max = atol(buf);
+	if (read_small("/proc/sys/kernel/pid_max", buf, sizeof buf) > 0 && strtol(buf, NULL, 10) > 0)
+		S.pid_max = strtol(buf, NULL, 10);
 	S.mark = calloc((size_t)S.pid_max + 1, 1);
 	S.roots = calloc(4096, sizeof *S.roots);
 	if (!S.mark || !S.roots)
@@ -1136,7 +1180,8 @@ static int srv_init(void)
 		free(v);
 		regfree(&re);
 		if (S.nroots == 0) {
-			fprintf(stderr, "smtpload: --server-pgrep '%s' matches no process\n", o.pgrep);
+			fprintf(stderr, "smtpload: --server-pgrep '%s' matches no process\n",
+			        o.pgrep);
 			return -1;
 		}
 	}
@@ -1202,7 +1247,7 @@ static int set_target(void)
 	}
 refuse:
 	fprintf(stderr, "smtpload: refusing --host %s: only 127.0.0.0/8 and ::1 are allowed\n",
-		o.host);
+	        o.host);
 	return -1;
 }
 
@@ -1210,11 +1255,12 @@ static int build_message(void)
 {
 	char hdr[600];
 	/* header length with fixed-width numbers */
-	g_hdrlen = snprintf(hdr, sizeof hdr,
-			    "From: <%s>\r\nTo: <%s>\r\nSubject: smtpload message %010ld\r\n"
-			    "Date: %s\r\nMessage-ID: <%010ld.%08x@smtpload.localhost>\r\n"
-			    "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
-			    o.from, o.to, 0L, g_date, 0L, 0u);
+	g_hdrlen =
+	    snprintf(hdr, sizeof hdr,
+	             "From: <%s>\r\nTo: <%s>\r\nSubject: smtpload message %010ld\r\n"
+	             "Date: %s\r\nMessage-ID: <%010ld.%08x@smtpload.localhost>\r\n"
+	             "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
+	             o.from, o.to, 0L, g_date, 0L, 0u);
 	if (g_hdrlen < 0 || (size_t)g_hdrlen >= sizeof hdr) {
 		fprintf(stderr, "smtpload: --from/--to too long\n");
 		return -1;
@@ -1228,7 +1274,8 @@ static int build_message(void)
 	/* L lines of 1..76 characters + CRLF that add up to exactly `body` bytes */
 	long lines = (body + 77) / 78, chars = body - 2 * lines;
 	long base = chars / lines, extra = chars % lines;
-	static const char alpha[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+	static const char alpha[] =
+	    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 	size_t n = 0;
 	for (long i = 0; i < lines; i++) {
 		long len = base + (i < extra);
@@ -1267,43 +1314,131 @@ static int make_authcmd(void)
 
 static int parse_args(int argc, char **argv)
 {
-	enum { O_HOST = 256, O_PORT, O_CONNS, O_MSGS, O_DURATION, O_SIZE, O_STARTTLS, O_TLS,
-	       O_PERCONN, O_FROM, O_TO, O_EHLO, O_AUTH, O_IDLE, O_IDLESECS, O_PIDS, O_PGREP,
-	       O_SETTLE, O_TIMEOUT, O_THREADS, O_SRC, O_JSON, O_HELP };
+	enum {
+		O_HOST = 256,
+		O_PORT,
+		O_CONNS,
+		O_MSGS,
+		O_DURATION,
+		O_SIZE,
+		O_STARTTLS,
+		O_TLS,
+		O_PERCONN,
+		O_FROM,
+		O_TO,
+		O_EHLO,
+		O_AUTH,
+		O_IDLE,
+		O_IDLESECS,
+		O_PIDS,
+		O_PGREP,
+		O_SETTLE,
+		O_TIMEOUT,
+		O_THREADS,
+		O_SRC,
+		O_MAXPERSRC,
+		O_JSON,
+		O_HELP
+	};
 	static const struct option lo[] = {
-		{"host", 1, 0, O_HOST},		{"port", 1, 0, O_PORT},
-		{"conns", 1, 0, O_CONNS},	{"msgs", 1, 0, O_MSGS},
-		{"duration", 1, 0, O_DURATION}, {"size", 1, 0, O_SIZE},
-		{"starttls", 0, 0, O_STARTTLS}, {"tls", 0, 0, O_TLS},
-		{"per-conn", 1, 0, O_PERCONN},	{"from", 1, 0, O_FROM},
-		{"to", 1, 0, O_TO},		{"ehlo", 1, 0, O_EHLO},
-		{"auth", 1, 0, O_AUTH},		{"idle", 1, 0, O_IDLE},
-		{"idle-secs", 1, 0, O_IDLESECS}, {"server-pids", 1, 0, O_PIDS},
-		{"server-pgrep", 1, 0, O_PGREP}, {"cpu-settle", 1, 0, O_SETTLE},
-		{"timeout", 1, 0, O_TIMEOUT},	{"threads", 1, 0, O_THREADS},
-		{"src-addrs", 1, 0, O_SRC},	{"json", 0, 0, O_JSON},
-		{"help", 0, 0, O_HELP},		{0, 0, 0, 0},
+	    {"host", 1, 0, O_HOST},
+	    {"port", 1, 0, O_PORT},
+	    {"conns", 1, 0, O_CONNS},
+	    {"msgs", 1, 0, O_MSGS},
+	    {"duration", 1, 0, O_DURATION},
+	    {"size", 1, 0, O_SIZE},
+	    {"starttls", 0, 0, O_STARTTLS},
+	    {"tls", 0, 0, O_TLS},
+	    {"per-conn", 1, 0, O_PERCONN},
+	    {"from", 1, 0, O_FROM},
+	    {"to", 1, 0, O_TO},
+	    {"ehlo", 1, 0, O_EHLO},
+	    {"auth", 1, 0, O_AUTH},
+	    {"idle", 1, 0, O_IDLE},
+	    {"idle-secs", 1, 0, O_IDLESECS},
+	    {"server-pids", 1, 0, O_PIDS},
+	    {"server-pgrep", 1, 0, O_PGREP},
+	    {"cpu-settle", 1, 0, O_SETTLE},
+	    {"timeout", 1, 0, O_TIMEOUT},
+	    {"threads", 1, 0, O_THREADS},
+	    {"src-addrs", 1, 0, O_SRC},
+	    {"max-per-src", 1, 0, O_MAXPERSRC},
+	    {"json", 0, 0, O_JSON},
+	    {"help", 0, 0, O_HELP},
+	    {0, 0, 0, 0},
 	};
 	int ch;
 	long v;
 	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		const char *bad = NULL;
 		switch (ch) {
-		case O_HOST: o.host = optarg; break;
-		case O_PORT: if (parse_long(optarg, 1, 65535, &v)) bad = "--port"; else o.port = (int)v; break;
-		case O_CONNS: if (parse_long(optarg, 1, 100000, &v)) bad = "--conns"; else { o.conns = (int)v; o.conns_set = true; } break;
-		case O_MSGS: if (parse_long(optarg, 1, 100000000, &v)) bad = "--msgs"; else o.msgs = v; break;
-		case O_DURATION: if (parse_double(optarg, 0.1, 86400, &o.duration)) bad = "--duration"; break;
-		case O_SIZE: if (parse_long(optarg, 1, 1L << 30, &v)) bad = "--size"; else o.size = v; break;
-		case O_STARTTLS: o.starttls = true; break;
-		case O_TLS: o.tls = true; break;
-		case O_PERCONN: if (parse_long(optarg, 0, 100000000, &v)) bad = "--per-conn"; else o.per_conn = v; break;
-		case O_FROM: o.from = optarg; break;
-		case O_TO: o.to = optarg; break;
-		case O_EHLO: o.ehlo = optarg; break;
-		case O_AUTH: o.auth = optarg; break;
-		case O_IDLE: if (parse_long(optarg, 1, 100000, &v)) bad = "--idle"; else o.idle = (int)v; break;
-		case O_IDLESECS: if (parse_double(optarg, 0, 86400, &o.idle_secs)) bad = "--idle-secs"; break;
+		case O_HOST:
+			o.host = optarg;
+			break;
+		case O_PORT:
+			if (parse_long(optarg, 1, 65535, &v))
+				bad = "--port";
+			else
+				o.port = (int)v;
+			break;
+		case O_CONNS:
+			if (parse_long(optarg, 1, 100000, &v))
+				bad = "--conns";
+			else {
+				o.conns = (int)v;
+				o.conns_set = true;
+			}
+			break;
+		case O_MSGS:
+			if (parse_long(optarg, 1, 100000000, &v))
+				bad = "--msgs";
+			else
+				o.msgs = v;
+			break;
+		case O_DURATION:
+			if (parse_double(optarg, 0.1, 86400, &o.duration))
+				bad = "--duration";
+			break;
+		case O_SIZE:
+			if (parse_long(optarg, 1, 1L << 30, &v))
+				bad = "--size";
+			else
+				o.size = v;
+			break;
+		case O_STARTTLS:
+			o.starttls = true;
+			break;
+		case O_TLS:
+			o.tls = true;
+			break;
+		case O_PERCONN:
+			if (parse_long(optarg, 0, 100000000, &v))
+				bad = "--per-conn";
+			else
+				o.per_conn = v;
+			break;
+		case O_FROM:
+			o.from = optarg;
+			break;
+		case O_TO:
+			o.to = optarg;
+			break;
+		case O_EHLO:
+			o.ehlo = optarg;
+			break;
+		case O_AUTH:
+			o.auth = optarg;
+			break;
+		case O_IDLE:
+			if (parse_long(optarg, 1, 100000, &v))
+				bad = "--idle";
+			else
+				o.idle = (int)v;
+			break;
+		case O_IDLESECS:
+			if (parse_double(optarg, 0, 86400, &o.idle_secs))
+				bad = "--idle-secs";
+			break;
 		case O_PIDS: {
 			char *s = strdup(optarg), *save = NULL;
 			for (char *t = strtok_r(s, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -1316,15 +1451,45 @@ static int parse_args(int argc, char **argv)
 			free(s);
 			break;
 		}
-		case O_PGREP: o.pgrep = optarg; break;
-		case O_SETTLE: if (parse_double(optarg, 0, 600, &o.settle)) bad = "--cpu-settle"; break;
-		case O_TIMEOUT: if (parse_double(optarg, 0.1, 3600, &o.timeout)) bad = "--timeout"; break;
-		case O_THREADS: if (parse_long(optarg, 1, 64, &v)) bad = "--threads"; else o.threads = (int)v; break;
-		case O_SRC: if (parse_long(optarg, 1, 254, &v)) bad = "--src-addrs"; else o.src_addrs = (int)v; break;
-		case O_JSON: o.json = true; break;
+		case O_PGREP:
+			o.pgrep = optarg;
+			break;
+		case O_SETTLE:
+			if (parse_double(optarg, 0, 600, &o.settle))
+				bad = "--cpu-settle";
+			break;
+		case O_TIMEOUT:
+			if (parse_double(optarg, 0.1, 3600, &o.timeout))
+				bad = "--timeout";
+			break;
+		case O_THREADS:
+			if (parse_long(optarg, 1, 64, &v))
+				bad = "--threads";
+			else
+				o.threads = (int)v;
+			break;
+		case O_SRC:
+			if (parse_long(optarg, 1, 254, &v))
+				bad = "--src-addrs";
+			else
+				o.src_addrs = (int)v;
+			break;
+		case O_MAXPERSRC:
+			if (parse_long(optarg, 1, 100000, &v))
+				bad = "--max-per-src";
+			else
+				o.max_per_src = (int)v;
+			break;
+		case O_JSON:
+			o.json = true;
+			break;
 		case 'h':
-		case O_HELP: usage(stdout); exit(0);
-		default: usage(stderr); return -1;
+		case O_HELP:
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return -1;
 		}
 		if (bad) {
 			fprintf(stderr, "smtpload: bad value for %s: %s\n", bad, optarg);
@@ -1352,6 +1517,18 @@ static int parse_args(int argc, char **argv)
 	}
 	if (o.threads > o.conns)
 		o.threads = o.conns;
+	if (o.max_per_src) {
+		int slots = o.idle ? o.idle : o.conns;
+		o.src_addrs = (slots + o.max_per_src - 1) / o.max_per_src;
+		if (o.src_addrs > 254) {
+			fprintf(stderr,
+			        "smtpload: --max-per-src %d needs more than 254 addresses\n",
+			        o.max_per_src);
+			return -1;
+		}
+	}
+	if (o.src_addrs > 1 && strchr(o.host, ':'))
+		fprintf(stderr, "smtpload: ::1 has one source address, --src-addrs ignored\n");
 	return 0;
 }
 
@@ -1461,6 +1638,7 @@ static struct worker *make_workers(int nthreads, int nconns)
 		for (int i = 0; i < w[t].n; i++) {
 			w[t].c[i].w = &w[t];
 			w[t].c[i].fd = -1;
+			w[t].c[i].slot = i * nthreads + t;
 		}
 	}
 	return w;
@@ -1544,20 +1722,23 @@ static int run_load(void)
 		json_errors();
 		printf("}\n");
 	} else {
-		printf("smtpload %s:%d %s, c=%d, per-conn %ld, %ld B, %ld msgs, duration <= %.0f s\n",
-		       o.host, o.port, tls_mode(), o.conns, o.per_conn, o.size, o.msgs, o.duration);
-		printf("  messages    ok %ld  failed %ld  unfinished %ld  in %.2f s  => %.1f msgs/s\n",
-		       ok, failed, unfinished, t1 - g_t0, rate);
-		printf("  latency     p50 %.2f ms  p99 %.2f ms  max %.2f ms  mean %.2f ms\n", p50, p99,
-		       mx, mean);
+		printf(
+		    "smtpload %s:%d %s, c=%d, per-conn %ld, %ld B, %ld msgs, duration <= %.0f s\n",
+		    o.host, o.port, tls_mode(), o.conns, o.per_conn, o.size, o.msgs, o.duration);
+		printf(
+		    "  messages    ok %ld  failed %ld  unfinished %ld  in %.2f s  => %.1f msgs/s\n",
+		    ok, failed, unfinished, t1 - g_t0, rate);
+		printf("  latency     p50 %.2f ms  p99 %.2f ms  max %.2f ms  mean %.2f ms\n", p50,
+		       p99, mx, mean);
 		printf("  connections %ld opened, %ld TLS handshakes%s%s%s\n",
 		       atomic_load(&g_conns_opened), atomic_load(&g_handshakes),
 		       g_tlsinfo[0] ? " (" : "", g_tlsinfo, g_tlsinfo[0] ? ")" : "");
 		printf("  client CPU  %.3f ms/msg\n", ccpu);
 		if (s0.ok && s1.ok)
-			printf("  server      %d procs, CPU %.0f ms = %.3f ms/msg, RSS %lld KiB, PSS "
-			       "%lld KiB\n",
-			       s1.nproc, scpu, scpu_msg, s1.rss_kib, s1.pss_kib);
+			printf(
+			    "  server      %d procs, CPU %.0f ms = %.3f ms/msg, RSS %lld KiB, PSS "
+			    "%lld KiB\n",
+			    s1.nproc, scpu, scpu_msg, s1.rss_kib, s1.pss_kib);
 		text_errors();
 	}
 	return ok > 0 && failed == 0 ? 0 : 1;
@@ -1598,7 +1779,7 @@ static int run_idle(void)
 		struct conn *c = &w->c[i];
 		if (c->fd >= 0 && c->step != S_IDLE)
 			conn_fail(c, E_DEADLINE, "setup not finished within --duration (%s)",
-				  step_name[c->step]);
+			          step_name[c->step]);
 	}
 	int never = w->n - next;
 	double hold_end = now() + o.idle_secs;
@@ -1654,7 +1835,8 @@ static int run_idle(void)
 		printf(",\"port\":%d,\"tls_mode\":\"%s\",\"sessions_target\":%d,"
 		       "\"sessions_ready\":%d,\"sessions_failed\":%d,\"sessions_not_started\":%d,"
 		       "\"sessions_dropped\":%d,\"sessions_held\":%d",
-		       o.port, tls_mode(), w->n, w->ready, w->setup_failed, never, w->dropped, held);
+		       o.port, tls_mode(), w->n, w->ready, w->setup_failed, never, w->dropped,
+		       held);
 		jnum("setup_s", setup_s, 3);
 		jnum("hold_s", t_hold - t_ready, 3);
 		printf(",\"tls\":");
@@ -1678,13 +1860,14 @@ static int run_idle(void)
 		       w->ready, w->setup_failed, never, w->dropped, held, setup_s,
 		       g_tlsinfo[0] ? ", " : "", g_tlsinfo);
 		if (m0.ok && m1.ok) {
-			printf("  server RSS  before %lld KiB (%d procs), held %lld KiB (%d procs): "
-			       "%.1f KiB/session\n",
-			       m0.rss_kib, m0.nproc, m1.rss_kib, m1.nproc, rss_per);
+			printf(
+			    "  server RSS  before %lld KiB (%d procs), held %lld KiB (%d procs): "
+			    "%.1f KiB/session\n",
+			    m0.rss_kib, m0.nproc, m1.rss_kib, m1.nproc, rss_per);
 			printf("  server PSS  before %lld KiB, held %lld KiB: %.1f KiB/session\n",
 			       m0.pss_kib, m1.pss_kib, pss_per);
-			printf("  server CPU  %.0f ms = %.3f ms/session (setup and hold)\n",
-			       cpu_ms, cpu_per);
+			printf("  server CPU  %.0f ms = %.3f ms/session (setup and hold)\n", cpu_ms,
+			       cpu_per);
 		}
 		text_errors();
 	}
@@ -1722,8 +1905,8 @@ int main(int argc, char **argv)
 		SSL_CTX_set_verify(g_ctx, SSL_VERIFY_NONE, NULL); /* loopback, self-signed */
 		SSL_CTX_set_session_cache_mode(g_ctx, SSL_SESS_CACHE_OFF);
 		SSL_CTX_set_mode(g_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-						SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-						SSL_MODE_RELEASE_BUFFERS);
+		                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+		                            SSL_MODE_RELEASE_BUFFERS);
 	}
 	if ((o.npids || o.pgrep) && srv_init() < 0)
 		return 2;

@@ -3,7 +3,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 status=0
-banned='\b(strcpy|strcat|sprintf|vsprintf|gets|atoi|atol|strtok)[[:space:]]*\('
+banned='\b(strcpy|strcat|sprintf|vsprintf|gets|atoi|atol|atoll|strtok)[[:space:]]*\('
 if grep -nE "$banned" $(find src tests/unit tests/fuzz bench -name '*.c' -o -name '*.h') | grep -v 'lint:allow'; then
 	echo "lint: banned call(s) above (use snprintf, memcpy with bounds, strtol)" >&2
 	status=1
