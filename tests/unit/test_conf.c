@@ -245,27 +245,27 @@ static void test_defaults_with_file(void **state)
 static void test_types(void **state)
 {
 	struct conf *c = load_ok("hostname = mx.example.net\n"
-				 "user = mail-user_1\n"
-				 "workers = 4\n"
-				 "data_dir = /srv/sealmail\n"
-				 "[listen]\n"
-				 "mx = [::]:25\n"
-				 "submission = 192.0.2.1:2587\n"
-				 "submissions = \"\"\n"
-				 "[tls]\n"
-				 "resumption = off\n"
-				 "[limits]\n"
-				 "message_size = 10M\n"
-				 "recipients = 500\n"
-				 "idle_timeout = 90\n"
-				 "data_timeout = 15m\n"
-				 "shutdown_grace = 0\n"
-				 "[queue]\n"
-				 "scan_interval = 1h\n"
-				 "retry_interval = 30s\n"
-				 "[log]\n"
-				 "destination = syslog\n"
-				 "debug = TRUE\n");
+	                         "user = mail-user_1\n"
+	                         "workers = 4\n"
+	                         "data_dir = /srv/sealmail\n"
+	                         "[listen]\n"
+	                         "mx = [::]:25\n"
+	                         "submission = 192.0.2.1:2587\n"
+	                         "submissions = \"\"\n"
+	                         "[tls]\n"
+	                         "resumption = off\n"
+	                         "[limits]\n"
+	                         "message_size = 10M\n"
+	                         "recipients = 500\n"
+	                         "idle_timeout = 90\n"
+	                         "data_timeout = 15m\n"
+	                         "shutdown_grace = 0\n"
+	                         "[queue]\n"
+	                         "scan_interval = 1h\n"
+	                         "retry_interval = 30s\n"
+	                         "[log]\n"
+	                         "destination = syslog\n"
+	                         "debug = TRUE\n");
 	assert_string_equal(c->hostname, "mx.example.net");
 	assert_string_equal(c->user, "mail-user_1");
 	assert_int_equal(c->workers, 4);
@@ -295,8 +295,9 @@ static void test_sizes(void **state)
 		const char *v;
 		uint64_t want;
 	} cases[] = {
-		{"1K", 1024}, {"1k", 1024}, {"2M", 2 << 20}, {"2m", 2 << 20}, {"1G", 1 << 30},
-		{"2G", 2ULL << 30}, {"1536", 1536}, {"1024", 1024}, {"2147483648", 2ULL << 30},
+	    {"1K", 1024},    {"1k", 1024},    {"2M", 2 << 20},
+	    {"2m", 2 << 20}, {"1G", 1 << 30}, {"2G", 2ULL << 30},
+	    {"1536", 1536},  {"1024", 1024},  {"2147483648", 2ULL << 30},
 	};
 	char text[128];
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -316,8 +317,8 @@ static void test_durations_and_bools(void **state)
 	static const struct {
 		const char *v;
 		bool want;
-	} bools[] = {{"yes", true}, {"no", false}, {"true", true}, {"false", false},
-		     {"on", true},  {"off", false}, {"Yes", true},  {"OFF", false}};
+	} bools[] = {{"yes", true}, {"no", false},  {"true", true}, {"false", false},
+	             {"on", true},  {"off", false}, {"Yes", true},  {"OFF", false}};
 	char text[128];
 
 	for (size_t i = 0; i < sizeof(durs) / sizeof(durs[0]); i++) {
@@ -337,7 +338,7 @@ static void test_durations_and_bools(void **state)
 static void test_listen_forms(void **state)
 {
 	struct conf *c = load_ok("[listen]\nmx = [0:0::1]:2525\nsubmission =\n"
-				 "submissions = 127.0.0.1:65535\n");
+	                         "submissions = 127.0.0.1:65535\n");
 	assert_string_equal(c->listeners[CONF_LST_MX].addr, "::1");
 	assert_int_equal(c->listeners[CONF_LST_MX].port, 2525);
 	assert_false(c->listeners[CONF_LST_SUBMISSION].enabled);
@@ -352,84 +353,83 @@ static void test_bad_values(void **state)
 	static const struct {
 		const char *text, *msg;
 	} cases[] = {
-		{"[limits]\nrecipients = 0\n", "2: limits.recipients: 0 is below the minimum 1"},
-		{"[limits]\nrecipients = 10001\n",
-		 "2: limits.recipients: 10001 is above the maximum 10000"},
-		{"[limits]\nmessage_size = 3G\n",
-		 "2: limits.message_size: 3G is above the maximum 2G"},
-		{"[limits]\nmessage_size = 1000\n",
-		 "2: limits.message_size: 1000 is below the minimum 1K"},
-		{"[limits]\nmessage_size = 5T\n",
-		 "2: limits.message_size: \"5T\" is not a size (bytes, or with K, M or G: 512K, 35M, "
-		 "1G)"},
-		{"[limits]\nmessage_size = 99999999999G\n",
-		 "2: limits.message_size: 99999999999G is above the maximum 2G"},
-		{"[limits]\nidle_timeout = 5s\n",
-		 "2: limits.idle_timeout: 5s is below the minimum 10s"},
-		{"[limits]\nidle_timeout = 2h\n",
-		 "2: limits.idle_timeout: 2h is above the maximum 1h"},
-		{"[limits]\nidle_timeout = 5x\n",
-		 "2: limits.idle_timeout: \"5x\" is not a duration (seconds, or with s, m or h: 30s, "
-		 "5m, 1h)"},
-		{"[limits]\nshutdown_grace = 11m\n",
-		 "2: limits.shutdown_grace: 11m is above the maximum 10m"},
-		{"[limits]\nconnections = 1000001\n",
-		 "2: limits.connections: 1000001 is above the maximum 1000000"},
-		{"[limits]\nreceived_headers = 4\n",
-		 "2: limits.received_headers: 4 is below the minimum 5"},
-		{"workers = ten\n", "1: workers: \"ten\" is not a whole number"},
-		{"workers = -1\n", "1: workers: -1 is below the minimum 0"},
-		{"workers = 257\n", "1: workers: 257 is above the maximum 256"},
-		{"workers = 99999999999999999999999\n",
-		 "1: workers: 99999999999999999999999 is above the maximum 256"},
-		{"workers = 1 2\n", "1: workers: \"1 2\" is not a whole number"},
-		{"workers = 0x10\n", "1: workers: \"0x10\" is not a whole number"},
-		{"workers = +3\n", "1: workers: \"+3\" is not a whole number"},
-		{"workers =\n", "1: workers: \"\" is not a whole number"},
-		{"workers = 4K\n", "1: workers: \"4K\" is not a whole number"},
-		{"[log]\ndebug = maybe\n",
-		 "2: log.debug: \"maybe\" is not yes or no (true/false and on/off work too)"},
-		{"[log]\ndestination = file\n",
-		 "2: log.destination: \"file\" is not one of: stderr, syslog"},
-		{"[listen]\nmx = localhost:25\n",
-		 "2: listen.mx: \"localhost:25\": the address must be a numeric IPv4 address (host "
-		 "names are not allowed; IPv6 goes in brackets: [::1]:25)"},
-		{"[listen]\nmx = ::1:25\n",
-		 "2: listen.mx: \"::1:25\": an IPv6 address goes in brackets, e.g. [::]:25"},
-		{"[listen]\nmx = 1.2.3.4:70000\n",
-		 "2: listen.mx: \"1.2.3.4:70000\": the port must be a number from 1 to 65535"},
-		{"[listen]\nmx = 1.2.3.4:0\n",
-		 "2: listen.mx: \"1.2.3.4:0\": the port must be a number from 1 to 65535"},
-		{"[listen]\nmx = 1.2.3.4:\n",
-		 "2: listen.mx: \"1.2.3.4:\": the port must be a number from 1 to 65535"},
-		{"[listen]\nmx = 25\n",
-		 "2: listen.mx: \"25\": expected IP:PORT, e.g. 0.0.0.0:25 or [::]:25 (\"\" turns "
-		 "the listener off)"},
-		{"[listen]\nmx = [::1]\n",
-		 "2: listen.mx: \"[::1]\": expected :PORT after ], e.g. [::]:25"},
-		{"[listen]\nmx = [::1:25\n",
-		 "2: listen.mx: \"[::1:25\": missing ] after the IPv6 address"},
-		{"[listen]\nmx = [1.2.3.4]:25\n",
-		 "2: listen.mx: \"[1.2.3.4]:25\": not a numeric IPv6 address"},
-		{"[listen]\nmx = 0.0.0.0:25\nsubmission = 0.0.0.0:25\n",
-		 "3: listen.submission: same address as listen.mx (0.0.0.0:25)"},
-		{"hostname = bad_host\n",
-		 "1: hostname: \"bad_host\" must be a domain name (letters, digits, '-' and '.')"},
-		{"hostname = -a.example\n",
-		 "1: hostname: \"-a.example\" must be a domain name: labels of 1-63 letters, digits "
-		 "and inner hyphens, separated by dots"},
-		{"hostname = a..example\n",
-		 "1: hostname: \"a..example\" must be a domain name: labels of 1-63 letters, digits "
-		 "and inner hyphens, separated by dots"},
-		{"hostname =\n", "1: hostname: \"\" must be a domain name of 1 to 253 characters"},
-		{"user = root user\n",
-		 "1: user: \"root user\" must be a user name (letters, digits, '_', '.', '-')"},
-		{"user = -x\n", "1: user: \"-x\" must be a user name of at most 32 characters, or \"\""},
-		{"postmaster = nobody\n",
-		 "1: postmaster: \"nobody\" must be an address like postmaster@example.net"},
-		{"postmaster = a b@example.net\n",
-		 "1: postmaster: \"a b@example.net\" has a character not allowed before the @"},
-		{"data_dir = \"\"\n", "1: data_dir: needs a path"},
+	    {"[limits]\nrecipients = 0\n", "2: limits.recipients: 0 is below the minimum 1"},
+	    {"[limits]\nrecipients = 10001\n",
+	     "2: limits.recipients: 10001 is above the maximum 10000"},
+	    {"[limits]\nmessage_size = 3G\n", "2: limits.message_size: 3G is above the maximum 2G"},
+	    {"[limits]\nmessage_size = 1000\n",
+	     "2: limits.message_size: 1000 is below the minimum 1K"},
+	    {"[limits]\nmessage_size = 5T\n",
+	     "2: limits.message_size: \"5T\" is not a size (bytes, or with K, M or G: 512K, 35M, "
+	     "1G)"},
+	    {"[limits]\nmessage_size = 99999999999G\n",
+	     "2: limits.message_size: 99999999999G is above the maximum 2G"},
+	    {"[limits]\nidle_timeout = 5s\n",
+	     "2: limits.idle_timeout: 5s is below the minimum 10s"},
+	    {"[limits]\nidle_timeout = 2h\n", "2: limits.idle_timeout: 2h is above the maximum 1h"},
+	    {"[limits]\nidle_timeout = 5x\n",
+	     "2: limits.idle_timeout: \"5x\" is not a duration (seconds, or with s, m or h: 30s, "
+	     "5m, 1h)"},
+	    {"[limits]\nshutdown_grace = 11m\n",
+	     "2: limits.shutdown_grace: 11m is above the maximum 10m"},
+	    {"[limits]\nconnections = 1000001\n",
+	     "2: limits.connections: 1000001 is above the maximum 1000000"},
+	    {"[limits]\nreceived_headers = 4\n",
+	     "2: limits.received_headers: 4 is below the minimum 5"},
+	    {"workers = ten\n", "1: workers: \"ten\" is not a whole number"},
+	    {"workers = -1\n", "1: workers: -1 is below the minimum 0"},
+	    {"workers = 257\n", "1: workers: 257 is above the maximum 256"},
+	    {"workers = 99999999999999999999999\n",
+	     "1: workers: 99999999999999999999999 is above the maximum 256"},
+	    {"workers = 1 2\n", "1: workers: \"1 2\" is not a whole number"},
+	    {"workers = 0x10\n", "1: workers: \"0x10\" is not a whole number"},
+	    {"workers = +3\n", "1: workers: \"+3\" is not a whole number"},
+	    {"workers =\n", "1: workers: \"\" is not a whole number"},
+	    {"workers = 4K\n", "1: workers: \"4K\" is not a whole number"},
+	    {"[log]\ndebug = maybe\n",
+	     "2: log.debug: \"maybe\" is not yes or no (true/false and on/off work too)"},
+	    {"[log]\ndestination = file\n",
+	     "2: log.destination: \"file\" is not one of: stderr, syslog"},
+	    {"[listen]\nmx = localhost:25\n",
+	     "2: listen.mx: \"localhost:25\": the address must be a numeric IPv4 address (host "
+	     "names are not allowed; IPv6 goes in brackets: [::1]:25)"},
+	    {"[listen]\nmx = ::1:25\n",
+	     "2: listen.mx: \"::1:25\": an IPv6 address goes in brackets, e.g. [::]:25"},
+	    {"[listen]\nmx = 1.2.3.4:70000\n",
+	     "2: listen.mx: \"1.2.3.4:70000\": the port must be a number from 1 to 65535"},
+	    {"[listen]\nmx = 1.2.3.4:0\n",
+	     "2: listen.mx: \"1.2.3.4:0\": the port must be a number from 1 to 65535"},
+	    {"[listen]\nmx = 1.2.3.4:\n",
+	     "2: listen.mx: \"1.2.3.4:\": the port must be a number from 1 to 65535"},
+	    {"[listen]\nmx = 25\n",
+	     "2: listen.mx: \"25\": expected IP:PORT, e.g. 0.0.0.0:25 or [::]:25 (\"\" turns "
+	     "the listener off)"},
+	    {"[listen]\nmx = [::1]\n",
+	     "2: listen.mx: \"[::1]\": expected :PORT after ], e.g. [::]:25"},
+	    {"[listen]\nmx = [::1:25\n",
+	     "2: listen.mx: \"[::1:25\": missing ] after the IPv6 address"},
+	    {"[listen]\nmx = [1.2.3.4]:25\n",
+	     "2: listen.mx: \"[1.2.3.4]:25\": not a numeric IPv6 address"},
+	    {"[listen]\nmx = 0.0.0.0:25\nsubmission = 0.0.0.0:25\n",
+	     "3: listen.submission: same address as listen.mx (0.0.0.0:25)"},
+	    {"hostname = bad_host\n",
+	     "1: hostname: \"bad_host\" must be a domain name (letters, digits, '-' and '.')"},
+	    {"hostname = -a.example\n",
+	     "1: hostname: \"-a.example\" must be a domain name: labels of 1-63 letters, digits "
+	     "and inner hyphens, separated by dots"},
+	    {"hostname = a..example\n",
+	     "1: hostname: \"a..example\" must be a domain name: labels of 1-63 letters, digits "
+	     "and inner hyphens, separated by dots"},
+	    {"hostname =\n", "1: hostname: \"\" must be a domain name of 1 to 253 characters"},
+	    {"user = root user\n",
+	     "1: user: \"root user\" must be a user name (letters, digits, '_', '.', '-')"},
+	    {"user = -x\n",
+	     "1: user: \"-x\" must be a user name of at most 32 characters, or \"\""},
+	    {"postmaster = nobody\n",
+	     "1: postmaster: \"nobody\" must be an address like postmaster@example.net"},
+	    {"postmaster = a b@example.net\n",
+	     "1: postmaster: \"a b@example.net\" has a character not allowed before the @"},
+	    {"data_dir = \"\"\n", "1: data_dir: needs a path"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		expect_error(cases[i].text, cases[i].msg);
@@ -440,39 +440,37 @@ static void test_syntax_errors(void **state)
 	static const struct {
 		const char *text, *msg;
 	} cases[] = {
-		{"hostname = \"mx.example.net\n",
-		 "1: hostname: the quoted value has no closing \""},
-		{"hostname = \"mx\" x\n", "1: hostname: unexpected text after the closing quote"},
-		{"hostname = \"a\\qb\"\n",
-		 "1: hostname: in quotes, a backslash may only escape \" or \\"},
-		{"hostname\n", "1: hostname: expected '=' after the option name"},
-		{"hostname mx.example.net\n", "1: hostname: expected '=' after the option name"},
-		{"= 5\n", "1: expected \"key = value\" or \"[section]\""},
-		{"\n\n[limits\n", "3: missing ] in the section header"},
-		{"[limits] x\n", "1: unexpected text after ]"},
-		{"[ ]\n", "1: empty section name []"},
-		{"[limit]\n", "1: unknown section [limit] (did you mean [limits]?)"},
-		{"[bogus]\n", "1: unknown section [bogus]"},
-		{"[limits]\nrecipient = 5\n",
-		 "2: limits.recipient: unknown option (did you mean limits.recipients?)"},
-		{"[limits]\nhostname = x\n",
-		 "2: limits.hostname: unknown option (did you mean hostname? top-level options go "
-		 "before the first [section])"},
-		{"[tls]\nmx = 1.2.3.4:25\n",
-		 "2: tls.mx: unknown option (did you mean listen.mx?)"},
-		{"frobnicate = 1\n", "1: frobnicate: unknown option"},
-		{"hostnme = a\n", "1: hostnme: unknown option (did you mean hostname?)"},
-		{"limit.recipients = 5\n",
-		 "1: limit.recipients: unknown option (did you mean limits.recipients?)"},
-		{"limits.a.b = 5\n", "1: limits.a.b: unknown option"},
-		{".hostname = x\n", "1: .hostname: unknown option (did you mean hostname?)"},
-		{"a\x01 = b\n", "1: control character 0x01 in column 2"},
-		{"hostname = a\x7f\n", "1: control character 0x7f in column 13"},
-		{"[tls]\nkey = /k\n",
-		 "2: tls.key: no tls.cert before it (write tls.cert = CHAIN, then tls.key = KEY)"},
-		{"[tls]\ncert = /c\n", "2: tls.cert: no tls.key follows it"},
-		{"[tls]\ncert =\n", "2: tls.cert: needs a path"},
-		{"include =\n", "1: include: needs a file name or pattern"},
+	    {"hostname = \"mx.example.net\n", "1: hostname: the quoted value has no closing \""},
+	    {"hostname = \"mx\" x\n", "1: hostname: unexpected text after the closing quote"},
+	    {"hostname = \"a\\qb\"\n",
+	     "1: hostname: in quotes, a backslash may only escape \" or \\"},
+	    {"hostname\n", "1: hostname: expected '=' after the option name"},
+	    {"hostname mx.example.net\n", "1: hostname: expected '=' after the option name"},
+	    {"= 5\n", "1: expected \"key = value\" or \"[section]\""},
+	    {"\n\n[limits\n", "3: missing ] in the section header"},
+	    {"[limits] x\n", "1: unexpected text after ]"},
+	    {"[ ]\n", "1: empty section name []"},
+	    {"[limit]\n", "1: unknown section [limit] (did you mean [limits]?)"},
+	    {"[bogus]\n", "1: unknown section [bogus]"},
+	    {"[limits]\nrecipient = 5\n",
+	     "2: limits.recipient: unknown option (did you mean limits.recipients?)"},
+	    {"[limits]\nhostname = x\n",
+	     "2: limits.hostname: unknown option (did you mean hostname? top-level options go "
+	     "before the first [section])"},
+	    {"[tls]\nmx = 1.2.3.4:25\n", "2: tls.mx: unknown option (did you mean listen.mx?)"},
+	    {"frobnicate = 1\n", "1: frobnicate: unknown option"},
+	    {"hostnme = a\n", "1: hostnme: unknown option (did you mean hostname?)"},
+	    {"limit.recipients = 5\n",
+	     "1: limit.recipients: unknown option (did you mean limits.recipients?)"},
+	    {"limits.a.b = 5\n", "1: limits.a.b: unknown option"},
+	    {".hostname = x\n", "1: .hostname: unknown option (did you mean hostname?)"},
+	    {"a\x01 = b\n", "1: control character 0x01 in column 2"},
+	    {"hostname = a\x7f\n", "1: control character 0x7f in column 13"},
+	    {"[tls]\nkey = /k\n",
+	     "2: tls.key: no tls.cert before it (write tls.cert = CHAIN, then tls.key = KEY)"},
+	    {"[tls]\ncert = /c\n", "2: tls.cert: no tls.key follows it"},
+	    {"[tls]\ncert =\n", "2: tls.cert: needs a path"},
+	    {"include =\n", "1: include: needs a file name or pattern"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		expect_error(cases[i].text, cases[i].msg);
@@ -541,20 +539,20 @@ static void test_failed_load_keeps_conf(void **state)
 static void test_quotes_and_comments(void **state)
 {
 	struct conf *c = load_ok("\xEF\xBB\xBF# full-line comment\r\n"
-				 "   # indented comment\r\n"
-				 "\r\n"
-				 "hostname = \"mx.example.net\"   # quoted, then a comment\r\n"
-				 "\tuser=mail\t\r\n"
-				 "data_dir = /srv/a#b # the first # is part of the value\n"
-				 "postmaster =\"pm@example.net\"#comment\n"
-				 "  [ limits ]   # section comment\n"
-				 "recipients=7\n"
-				 "limits.errors = 9\n"
-				 "[tls]\n"
-				 "cert = \"/etc/ssl/my \\\"odd\\\" #name.pem\"\n"
-				 "key = \"/etc/ssl/back\\\\slash.pem\"\n"
-				 "[log]\n"
-				 "debug = yes");
+	                         "   # indented comment\r\n"
+	                         "\r\n"
+	                         "hostname = \"mx.example.net\"   # quoted, then a comment\r\n"
+	                         "\tuser=mail\t\r\n"
+	                         "data_dir = /srv/a#b # the first # is part of the value\n"
+	                         "postmaster =\"pm@example.net\"#comment\n"
+	                         "  [ limits ]   # section comment\n"
+	                         "recipients=7\n"
+	                         "limits.errors = 9\n"
+	                         "[tls]\n"
+	                         "cert = \"/etc/ssl/my \\\"odd\\\" #name.pem\"\n"
+	                         "key = \"/etc/ssl/back\\\\slash.pem\"\n"
+	                         "[log]\n"
+	                         "debug = yes");
 	assert_string_equal(c->hostname, "mx.example.net");
 	assert_string_equal(c->user, "mail");
 	assert_string_equal(c->data_dir, "/srv/a#b");
@@ -570,7 +568,7 @@ static void test_quotes_and_comments(void **state)
 	/* '#' right after '=' is a comment: the value is empty */
 	expect_error("workers =#4\n", "1: workers: \"\" is not a whole number");
 	expect_error("[limits]\nrecipients = 7#x\n",
-		     "2: limits.recipients: \"7#x\" is not a whole number");
+	             "2: limits.recipients: \"7#x\" is not a whole number");
 }
 
 /* ---- sources ---- */
@@ -623,16 +621,16 @@ static void test_include(void **state)
 	mkdir_in("inc/empty.d", d, sizeof(d));
 	file_in("inc/conf.d/20-b.conf", "[limits]\nrecipients = 7\n", b, sizeof(b));
 	file_in("inc/conf.d/10-a.conf", "[limits]\nrecipients = 5\nconnections = 9\n", a,
-		sizeof(a));
+	        sizeof(a));
 	file_in("inc/conf.d/README", "this is not a config file\n", x, sizeof(x));
 	file_in("inc/x.conf", "hostname = inc.example\ndata_dir = spool\n", x, sizeof(x));
 	file_in("inc/main.conf",
-		"include = conf.d/*.conf\n"
-		"include = empty.d/*.conf\n"
-		"[limits]\n"
-		"include = x.conf\n"
-		"errors = 4\n",
-		main_p, sizeof(main_p));
+	        "include = conf.d/*.conf\n"
+	        "include = empty.d/*.conf\n"
+	        "[limits]\n"
+	        "include = x.conf\n"
+	        "errors = 4\n",
+	        main_p, sizeof(main_p));
 
 	assert_int_equal(conf_load(main_p, c, &err), 0);
 	assert_int_equal(c->max_recipients, 7); /* 20-b is read after 10-a */
@@ -652,7 +650,7 @@ static void test_include(void **state)
 	file_in("inc/missing.conf", "\n\ninclude = nope.conf\n", main_p, sizeof(main_p));
 	assert_int_equal(conf_load(main_p, c, &err), -1);
 	snprintf(want, sizeof(want), "%s:3: include: %s/inc/nope.conf: No such file or directory",
-		 main_p, tmpdir);
+	         main_p, tmpdir);
 	assert_string_equal(err.msg, want);
 
 	/* an error inside an included file names that file */
@@ -687,7 +685,7 @@ static void test_include(void **state)
 	file_in("inc/dir.conf", "include = conf.d\n", main_p, sizeof(main_p));
 	assert_int_equal(conf_load(main_p, c, &err), -1);
 	snprintf(want, sizeof(want), "%s:1: include: %s/inc/conf.d: not a regular file", main_p,
-		 tmpdir);
+	         tmpdir);
 	assert_string_equal(err.msg, want);
 	free(c);
 }
@@ -697,20 +695,20 @@ static void test_include(void **state)
 static void test_cert_pairs(void **state)
 {
 	struct conf *c = load_ok("[tls]\n"
-				 "cert = /etc/letsencrypt/live/mx.example.net/fullchain.pem\n"
-				 "key = /etc/letsencrypt/live/mx.example.net/privkey.pem\n"
-				 "cert = /etc/ssl/b.pem\n"
-				 "resumption = no\n"
-				 "key = /etc/ssl/b.key\n"
-				 "tls.cert = c.pem\n"
-				 "tls.key = c.key\n");
+	                         "cert = /etc/letsencrypt/live/mx.example.net/fullchain.pem\n"
+	                         "key = /etc/letsencrypt/live/mx.example.net/privkey.pem\n"
+	                         "cert = /etc/ssl/b.pem\n"
+	                         "resumption = no\n"
+	                         "key = /etc/ssl/b.key\n"
+	                         "tls.cert = c.pem\n"
+	                         "tls.key = c.key\n");
 	char want[PATH_MAX + 16];
 
 	assert_int_equal(c->ncerts, 3);
 	assert_string_equal(c->certs[0].cert_file,
-			    "/etc/letsencrypt/live/mx.example.net/fullchain.pem");
+	                    "/etc/letsencrypt/live/mx.example.net/fullchain.pem");
 	assert_string_equal(c->certs[0].key_file,
-			    "/etc/letsencrypt/live/mx.example.net/privkey.pem");
+	                    "/etc/letsencrypt/live/mx.example.net/privkey.pem");
 	assert_int_equal(c->certs[0].cert_src.line, 2);
 	assert_int_equal(c->certs[0].key_src.line, 3);
 	assert_string_equal(c->certs[1].key_file, "/etc/ssl/b.key");
@@ -727,21 +725,21 @@ static void test_cert_pairs(void **state)
 	char msg[1024];
 	assert_int_equal(conf_load(p, c, &err), -1);
 	snprintf(msg, sizeof(msg),
-		 "%s:3: tls.cert: the tls.cert at %s:2 has no tls.key yet (each tls.cert must be "
-		 "followed by its tls.key)",
-		 p, p);
+	         "%s:3: tls.cert: the tls.cert at %s:2 has no tls.key yet (each tls.cert must be "
+	         "followed by its tls.key)",
+	         p, p);
 	assert_string_equal(err.msg, msg);
 
 	/* at most LIM_CERTS */
 	char text[4096] = "[tls]\n";
 	size_t used = strlen(text);
 	for (int i = 0; i <= LIM_CERTS; i++)
-		used += (size_t)snprintf(text + used, sizeof(text) - used, "cert = /c%d\nkey = /k%d\n",
-					 i, i);
+		used += (size_t)snprintf(text + used, sizeof(text) - used,
+		                         "cert = /c%d\nkey = /k%d\n", i, i);
 	p = tmpconf(text);
 	assert_int_equal(conf_load(p, c, &err), -1);
 	snprintf(msg, sizeof(msg), "%s:%d: tls.cert: more than %d certificates", p,
-		 2 + 2 * LIM_CERTS, LIM_CERTS);
+	         2 + 2 * LIM_CERTS, LIM_CERTS);
 	assert_string_equal(err.msg, msg);
 	free(c);
 }
@@ -771,31 +769,31 @@ static void test_print_roundtrip(void **state)
 	free(c);
 
 	c = load_ok("hostname = mx.example.net\n"
-		    "user = \"\"\n"
-		    "workers = 7\n"
-		    "data_dir = \"/srv/odd#dir \"\n"
-		    "postmaster = hostmaster@example.net\n"
-		    "[listen]\n"
-		    "mx = [2001:db8::1]:25\n"
-		    "submission = \n"
-		    "submissions = 0.0.0.0:465\n"
-		    "[tls]\n"
-		    "cert = /etc/a \"b\".pem\n"
-		    "key = /etc/a\\b.key\n"
-		    "cert = \"/etc/#c.pem\"\n"
-		    "key = /etc/c.key\n"
-		    "resumption = off\n"
-		    "[limits]\n"
-		    "message_size = 1536\n"
-		    "recipients = 1\n"
-		    "idle_timeout = 90\n"
-		    "data_timeout = 2h\n"
-		    "shutdown_grace = 0\n"
-		    "[queue]\n"
-		    "retry_interval = 3601\n"
-		    "[log]\n"
-		    "destination = syslog\n"
-		    "debug = on\n");
+	            "user = \"\"\n"
+	            "workers = 7\n"
+	            "data_dir = \"/srv/odd#dir \"\n"
+	            "postmaster = hostmaster@example.net\n"
+	            "[listen]\n"
+	            "mx = [2001:db8::1]:25\n"
+	            "submission = \n"
+	            "submissions = 0.0.0.0:465\n"
+	            "[tls]\n"
+	            "cert = /etc/a \"b\".pem\n"
+	            "key = /etc/a\\b.key\n"
+	            "cert = \"/etc/#c.pem\"\n"
+	            "key = /etc/c.key\n"
+	            "resumption = off\n"
+	            "[limits]\n"
+	            "message_size = 1536\n"
+	            "recipients = 1\n"
+	            "idle_timeout = 90\n"
+	            "data_timeout = 2h\n"
+	            "shutdown_grace = 0\n"
+	            "[queue]\n"
+	            "retry_interval = 3601\n"
+	            "[log]\n"
+	            "destination = syslog\n"
+	            "debug = on\n");
 	roundtrip(c);
 
 	char *out = print_to_string(c, false);
@@ -865,8 +863,11 @@ static void test_docs_cover_options(void **state)
 
 	struct conf *c = load_ok("[tls]\ncert = /c\nkey = /k\n");
 	char *out = print_to_string(c, false);
-	for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+	for (char *line = out, *nl; *line; line = nl + 1) {
 		char name[80], want[96];
+		nl = strchr(line, '\n');
+		assert_non_null(nl);
+		*nl = '\0';
 		if (line[0] == '#' || sscanf(line, "%79s", name) != 1)
 			continue;
 		snprintf(want, sizeof(want), "`%s`", name);
@@ -875,6 +876,55 @@ static void test_docs_cover_options(void **state)
 	}
 	free(out);
 	free(doc);
+	free(c);
+}
+
+/* The longest allowed path, with quotes and escapes, prints to a line that loads back. */
+static void test_long_values(void **state)
+{
+	char text[3000], val[1100];
+	size_t i;
+
+	val[0] = '/';
+	for (i = 1; i < 1024; i++)
+		val[i] = i % 7 ? 'a' : '"';
+	val[i] = '\0';
+	char esc[2200];
+	size_t o = 0;
+	for (i = 0; val[i]; i++) {
+		if (val[i] == '"')
+			esc[o++] = '\\';
+		esc[o++] = val[i];
+	}
+	esc[o] = '\0';
+	snprintf(text, sizeof(text), "data_dir = \"%s \"\n", esc);
+	expect_error(text, "1: data_dir: path longer than 1024 bytes");
+	snprintf(text, sizeof(text), "data_dir = \"%s\"\n", esc);
+	struct conf *c = load_ok(text);
+	assert_string_equal(c->data_dir, val);
+	roundtrip(c);
+	free(c);
+}
+
+/* The shipped example loads (when run from the tree). */
+static void test_example_loads(void **state)
+{
+	struct conf *c = new_conf();
+	struct conf_error err;
+
+	if (access("examples/sealmail.conf", R_OK) != 0) {
+		free(c);
+		skip();
+		return;
+	}
+	if (conf_load("examples/sealmail.conf", c, &err) != 0)
+		fail_msg("%s", err.msg);
+	assert_string_equal(c->hostname, "mx.example.net");
+	assert_int_equal(c->ncerts, 1);
+	assert_string_equal(c->certs[0].cert_file,
+	                    "/etc/letsencrypt/live/mx.example.net/fullchain.pem");
+	assert_string_equal(c->certs[0].key_file,
+	                    "/etc/letsencrypt/live/mx.example.net/privkey.pem");
 	free(c);
 }
 
@@ -891,7 +941,7 @@ static void test_reload_check(void **state)
 	assert_int_equal(conf_reload_check(a, b, &err), 0);
 	assert_int_equal(conf_reload_check(a, d, &err), -1);
 	assert_string_equal(err.msg, "listen.mx: cannot change on reload (\"0.0.0.0:25\" -> "
-				     "\"0.0.0.0:2525\"); restart sealmail");
+	                             "\"0.0.0.0:2525\"); restart sealmail");
 	free(a);
 	free(b);
 	free(d);
@@ -953,9 +1003,9 @@ static void test_cli(void **state)
 	check_argv[2] = (char *)p;
 	assert_int_equal(run_cli(out, sizeof(out), errb, sizeof(errb), 3, check_argv), 78);
 	snprintf(want, sizeof(want),
-		 "%s:2: tls.cert: /nonexistent/cert.pem: No such file or directory\n"
-		 "%s:3: tls.key: /nonexistent/key.pem: No such file or directory\n",
-		 p, p);
+	         "%s:2: tls.cert: /nonexistent/cert.pem: No such file or directory\n"
+	         "%s:3: tls.key: /nonexistent/key.pem: No such file or directory\n",
+	         p, p);
 	assert_string_equal(errb, want);
 	file_in("cert.pem", "-----BEGIN CERTIFICATE-----\n", cert, sizeof(cert));
 	file_in("key.pem", "-----BEGIN PRIVATE KEY-----\n", key, sizeof(key));
@@ -1001,26 +1051,28 @@ static void test_cli(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_defaults_embedded),
-		cmocka_unit_test(test_defaults_with_file),
-		cmocka_unit_test(test_types),
-		cmocka_unit_test(test_sizes),
-		cmocka_unit_test(test_durations_and_bools),
-		cmocka_unit_test(test_listen_forms),
-		cmocka_unit_test(test_bad_values),
-		cmocka_unit_test(test_syntax_errors),
-		cmocka_unit_test(test_bad_bytes),
-		cmocka_unit_test(test_failed_load_keeps_conf),
-		cmocka_unit_test(test_quotes_and_comments),
-		cmocka_unit_test(test_sources),
-		cmocka_unit_test(test_include),
-		cmocka_unit_test(test_cert_pairs),
-		cmocka_unit_test(test_print_roundtrip),
-		cmocka_unit_test(test_reference),
-		cmocka_unit_test(test_docs_cover_options),
-		cmocka_unit_test(test_reload_check),
-		cmocka_unit_test(test_pick_path),
-		cmocka_unit_test(test_cli),
+	    cmocka_unit_test(test_defaults_embedded),
+	    cmocka_unit_test(test_defaults_with_file),
+	    cmocka_unit_test(test_types),
+	    cmocka_unit_test(test_sizes),
+	    cmocka_unit_test(test_durations_and_bools),
+	    cmocka_unit_test(test_listen_forms),
+	    cmocka_unit_test(test_bad_values),
+	    cmocka_unit_test(test_syntax_errors),
+	    cmocka_unit_test(test_bad_bytes),
+	    cmocka_unit_test(test_failed_load_keeps_conf),
+	    cmocka_unit_test(test_quotes_and_comments),
+	    cmocka_unit_test(test_sources),
+	    cmocka_unit_test(test_include),
+	    cmocka_unit_test(test_cert_pairs),
+	    cmocka_unit_test(test_print_roundtrip),
+	    cmocka_unit_test(test_long_values),
+	    cmocka_unit_test(test_example_loads),
+	    cmocka_unit_test(test_reference),
+	    cmocka_unit_test(test_docs_cover_options),
+	    cmocka_unit_test(test_reload_check),
+	    cmocka_unit_test(test_pick_path),
+	    cmocka_unit_test(test_cli),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
