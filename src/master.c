@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -36,6 +38,8 @@
 #include "util/log.h"
 
 #define MAX_WORKERS 256
+/* lookup, queue, the current workers and old generations still draining after reloads */
+#define MAX_CHILDREN (4 * MAX_WORKERS + 2)
 #define CERT_CHECK_SECONDS 5
 
 enum child_role { CH_WORKER, CH_LOOKUP, CH_QUEUE };
@@ -56,7 +60,7 @@ struct master {
 	int nworkers;
 	int (*lfds)[CONF_LST__COUNT]; /* [worker][kind] */
 	int lookup_fd, queue_fd;
-	struct child children[MAX_WORKERS + 2];
+	struct child children[MAX_CHILDREN];
 	int nchildren;
 	int generation;
 	bool stopping;
@@ -64,6 +68,7 @@ struct master {
 	gid_t gid;
 	bool drop;
 	struct event *cert_timer;
+	struct conn_shared *conns; /* slot i belongs to children[i] */
 };
 
 static struct master M;
@@ -94,14 +99,21 @@ static void notify_systemd(const char *msg)
 
 /* Classic BPF for the SO_REUSEPORT group: the same client address always reaches the same
  * worker, so each worker's per-IP count is the whole count for that IP. */
-static void steer_by_address(int fd, bool v6, int n)
+static void steer_by_address(int fd, int n)
 {
+	/* A = first byte of the IP header; IPv4 source at +12, IPv6 (last 32 bits) at +20. A
+	 * [::] socket also receives IPv4, so the version decides, packet by packet. */
 	struct sock_filter code[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)(SKF_NET_OFF + (v6 ? 20 : 12))),
+		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, (uint32_t)SKF_NET_OFF),
+		BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0xf0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x40, 0, 2),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)(SKF_NET_OFF + 12)),
+		BPF_JUMP(BPF_JMP | BPF_JA, 1, 0, 0),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)(SKF_NET_OFF + 20)),
 		BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)n),
 		BPF_STMT(BPF_RET | BPF_A, 0),
 	};
-	struct sock_fprog prog = {.len = 3, .filter = code};
+	struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
 	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) != 0)
 		log_warn("event=reuseport_steer_failed error=\"%s\" note=\"per-IP limits become per worker\"",
 			 strerror(errno));
@@ -134,8 +146,6 @@ static int bind_one(const struct conf_listener *l, char *err, size_t errsz)
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	if (ss.ss_family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1024) != 0) {
 		snprintf(err, errsz, "%s port %d: %s", l->addr, l->port, strerror(errno));
 		close(fd);
@@ -157,7 +167,7 @@ static int bind_listeners(struct master *m, char *err, size_t errsz)
 			if (m->lfds[i][k] < 0)
 				return -1;
 			if (i == 0 && m->nworkers > 1)
-				steer_by_address(m->lfds[0][k], strchr(l->addr, ':') != NULL, m->nworkers);
+				steer_by_address(m->lfds[0][k], m->nworkers);
 		}
 		if (l->enabled)
 			log_info("event=listening listener=%s addr=%s port=%d sockets=%d",
@@ -260,7 +270,7 @@ static void close_other_fds(struct master *m, int keep_worker)
 				close(m->lfds[i][k]);
 }
 
-static pid_t spawn(struct master *m, enum child_role role, int index)
+static pid_t spawn(struct master *m, enum child_role role, int index, int slot)
 {
 	/* the master's signals stay blocked across fork until the child has dropped the
 	 * master's handlers (see below) */
@@ -309,6 +319,8 @@ static pid_t spawn(struct master *m, enum child_role role, int index)
 		drop_privileges(m);
 		struct worker_listen wl;
 		memcpy(wl.fds, m->lfds[index], sizeof(wl.fds));
+		wl.conns = m->conns;
+		wl.slot = slot;
 		rc = worker_main(m->conf, m->tls, &wl, index);
 		break;
 	}
@@ -330,20 +342,40 @@ static pid_t spawn(struct master *m, enum child_role role, int index)
 	_exit(rc);
 }
 
+static int free_child_slots(const struct master *m)
+{
+	int n = MAX_CHILDREN - m->nchildren;
+	for (int i = 0; i < m->nchildren; i++)
+		if (m->children[i].pid == 0)
+			n++;
+	return n;
+}
+
 static struct child *child_add(struct master *m, enum child_role role, int index)
 {
-	pid_t pid = spawn(m, role, index);
-	if (pid < 0)
-		return NULL;
+	/* the slot first: a child the table cannot hold would never be waited for or stopped */
 	struct child *c = NULL;
 	for (int i = 0; i < m->nchildren; i++)
 		if (m->children[i].pid == 0) {
 			c = &m->children[i];
 			break;
 		}
-	if (!c)
-		c = &m->children[m->nchildren++];
+	if (!c && m->nchildren < MAX_CHILDREN)
+		c = &m->children[m->nchildren];
+	if (!c) {
+		log_err("event=fork_failed role=%s index=%d error=\"too many children\"",
+			role == CH_WORKER ? "smtp" : role == CH_LOOKUP ? "lookup" : "queue", index);
+		return NULL;
+	}
+	int slot = (int)(c - m->children);
+	atomic_store(&m->conns->slot[slot], 0);
+	pid_t pid = spawn(m, role, index, slot);
+	if (pid < 0)
+		return NULL;
+	if (c == &m->children[m->nchildren])
+		m->nchildren++;
 	c->pid = pid;
+	c->quick_deaths = 0;
 	c->role = role;
 	c->index = index;
 	c->generation = m->generation;
@@ -378,7 +410,13 @@ static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
 			if (c->pid != pid)
 				continue;
 			c->pid = 0;
-			bool old_gen = c->role == CH_WORKER && c->generation != m->generation;
+			/* connections of a dead worker are gone: take them out of the shared total */
+			int gone = atomic_exchange(&m->conns->slot[i], 0);
+			if (gone)
+				atomic_fetch_sub(&m->conns->total, gone);
+			/* workers and lookup of an older generation are replaced already; the queue
+			 * is restarted only here, after the old one is gone (never two at once) */
+			bool old_gen = c->role != CH_QUEUE && c->generation != m->generation;
 			if (WIFSIGNALED(status))
 				log_warn("event=child_died role=%s index=%d pid=%d signal=%d", role_name(c->role),
 					 c->index, (int)pid, WTERMSIG(status));
@@ -388,12 +426,14 @@ static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
 			if (m->stopping || old_gen)
 				break;
 			/* a child that keeps dying at once is restarted no faster than once a second */
-			c->quick_deaths = time(NULL) - c->started < 2 ? c->quick_deaths + 1 : 0;
-			if (c->quick_deaths > 5)
+			int quick = time(NULL) - c->started < 2 ? c->quick_deaths + 1 : 0;
+			if (quick > 5)
 				sleep(1);
 			enum child_role role = c->role;
 			int idx = c->index;
 			struct child *n = child_add(m, role, idx);
+			if (n)
+				n->quick_deaths = quick; /* n may be another slot than c */
 			if (n)
 				log_info("event=child_restarted role=%s index=%d pid=%d", role_name(role), idx,
 					 (int)n->pid);
@@ -453,19 +493,27 @@ static void reload(struct master *m, const char *why)
 	} else {
 		*nc = *m->conf;
 	}
-	for (int k = 0; k < CONF_LST__COUNT; k++) {
-		const struct conf_listener *a = &m->conf->listeners[k], *b = &nc->listeners[k];
-		if (a->enabled != b->enabled || a->port != b->port || strcmp(a->addr, b->addr) != 0) {
-			log_warn("event=reload_note listener=%s note=\"listen addresses change only on restart\"",
-				 session_listener_name((enum conf_listener_kind)k));
-			nc->listeners[k] = *a;
-		}
+	struct conf_error rce;
+	if (conf_reload_check(m->conf, nc, &rce) != 0) {
+		/* keep what only a restart may change; take everything else */
+		log_warn("event=reload_note reason=\"%s\" note=\"kept the running value\"", rce.msg);
+		memcpy(nc->listeners, m->conf->listeners, sizeof(nc->listeners));
+		snprintf(nc->user, sizeof(nc->user), "%s", m->conf->user);
+		nc->log_dest = m->conf->log_dest;
 	}
 	nc->workers = m->conf->workers;
 	snprintf(nc->data_dir, sizeof(nc->data_dir), "%s", m->conf->data_dir);
 	struct tls_server *nt = tls_server_new(nc, err, sizeof(err));
 	if (!nt) {
 		log_err("event=reload_failed reason=\"%s\" note=\"old configuration kept\"", err);
+		free(nc);
+		notify_systemd("READY=1");
+		return;
+	}
+	if (free_child_slots(m) < m->nworkers + 1) {
+		log_err("event=reload_failed reason=\"too many old workers still draining\" "
+			"note=\"old configuration kept; try again later\"");
+		tls_server_free(nt);
 		free(nc);
 		notify_systemd("READY=1");
 		return;
@@ -478,9 +526,10 @@ static void reload(struct master *m, const char *why)
 	m->generation++;
 	for (int i = 0; i < m->nworkers; i++)
 		child_add(m, CH_WORKER, i);
+	child_add(m, CH_LOOKUP, 0);
 	for (int i = 0; i < m->nchildren; i++) {
 		struct child *c = &m->children[i];
-		if (c->pid > 0 && c->role == CH_WORKER && c->generation != m->generation)
+		if (c->pid > 0 && c->generation != m->generation)
 			kill(c->pid, SIGTERM);
 	}
 	/* the old config and TLS contexts live on in the old workers (copied at fork) */
@@ -540,6 +589,10 @@ int master_main(struct conf *c)
 		log_err("event=start_failed reason=\"%s\"", err);
 		return 73;
 	}
+	m->conns = mmap(NULL, sizeof(struct conn_shared) + MAX_CHILDREN * sizeof(_Atomic int),
+			PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (m->conns == MAP_FAILED)
+		fatal("mmap: %s", strerror(errno));
 	tls_ticket_keys_init();
 	m->tls = tls_server_new(c, err, sizeof(err));
 	if (!m->tls) {

@@ -23,6 +23,7 @@ struct lookup {
 	const struct conf *conf;
 	struct store *store;
 	struct event_base *base;
+	struct event *accept_ev;
 };
 
 static void client_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -107,7 +108,11 @@ static void sigterm_cb(evutil_socket_t sig, short what, void *arg)
 	struct lookup *lk = arg;
 	(void)sig;
 	(void)what;
-	event_base_loopexit(lk->base, NULL);
+	/* a newer lookup process already accepts; answer what is in flight, then go (workers
+	 * re-ask anything left open of the new one) */
+	event_del(lk->accept_ev);
+	struct timeval tv = {1, 0};
+	event_base_loopexit(lk->base, &tv);
 }
 
 int lookup_main(const struct conf *c, int lfd)
@@ -123,6 +128,7 @@ int lookup_main(const struct conf *c, int lfd)
 	if (!lk.base)
 		fatal("event_base_new failed");
 	struct event *ae = event_new(lk.base, lfd, EV_READ | EV_PERSIST, accept_cb, &lk);
+	lk.accept_ev = ae;
 	event_add(ae, NULL);
 	struct event *te = evsignal_new(lk.base, SIGTERM, sigterm_cb, &lk);
 	event_add(te, NULL);

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,8 @@ struct ip_count {
 struct pending {
 	uint32_t id;
 	struct smtp_session *s;
+	char *payload; /* kept so the question can be asked again of a new lookup process */
+	size_t len;
 };
 
 struct commit_item {
@@ -60,6 +63,8 @@ struct worker {
 	int nbatch;
 	struct event *commit_ev;
 	bool draining;
+	struct conn_shared *conns;
+	int slot;
 	struct event *sigterm_ev, *drain_timer, *sighup_ev;
 	/* every live session, for the drain deadline */
 	struct smtp_session **live;
@@ -87,6 +92,21 @@ struct spool *worker_spool(struct worker *w)
 uint64_t worker_next_session_id(struct worker *w)
 {
 	return ((uint64_t)getpid() << 32) | ++w->next_sid;
+}
+
+void worker_format_ip(const struct sockaddr_storage *ss, char *buf, size_t n)
+{
+	snprintf(buf, n, "?");
+	if (ss->ss_family == AF_INET) {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, buf, (socklen_t)n);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+		/* IPv4 on a [::] listener: show and count it as the IPv4 address it is */
+		if (IN6_IS_ADDR_V4MAPPED(a))
+			inet_ntop(AF_INET, &a->s6_addr[12], buf, (socklen_t)n);
+		else
+			inet_ntop(AF_INET6, a, buf, (socklen_t)n);
+	}
 }
 
 /* ---- per-IP connection counts ---- */
@@ -143,11 +163,15 @@ static void live_add(struct worker *w, struct smtp_session *s)
 	w->live[w->nlive++] = s;
 }
 
-static void refuse(int fd, const char *text)
+static void refuse(int fd, enum conf_listener_kind kind, const char *text)
 {
-	/* best effort: the socket is fresh, the reply fits in its buffer */
-	ssize_t r = write(fd, text, strlen(text));
-	(void)r;
+	/* best effort: the socket is fresh, the reply fits in its buffer. Not on the implicit
+	 * TLS listener: its client speaks TLS first and would read plaintext as a broken
+	 * record; a handshake just to say 421 is what a flood wants, so it is closed. */
+	if (kind != CONF_LST_SUBMISSIONS) {
+		ssize_t r = write(fd, text, strlen(text));
+		(void)r;
+	}
 	close(fd);
 }
 
@@ -165,31 +189,31 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 				log_warn("event=accept_error error=\"%s\"", strerror(errno));
 			return;
 		}
-		char ip[64] = "?";
-		if (ss.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
-		else if (ss.ss_family == AF_INET6)
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
+		char ip[64];
+		worker_format_ip(&ss, ip, sizeof(ip));
 		char msg[LIM_DOMAIN + 96];
-		if (w->nsessions >= w->conf->max_connections) {
+		if (atomic_fetch_add(&w->conns->total, 1) >= w->conf->max_connections) {
+			atomic_fetch_sub(&w->conns->total, 1);
 			snprintf(msg, sizeof(msg), "421 4.7.0 %s Error: too many connections, try again later\r\n",
 				 w->conf->hostname);
-			log_warn("event=limit limit=connections ip=%s current=%d max=%d", ip, w->nsessions,
-				 w->conf->max_connections);
-			refuse(fd, msg);
+			log_warn("event=limit limit=connections ip=%s current=%d max=%d", ip,
+				 atomic_load(&w->conns->total), w->conf->max_connections);
+			refuse(fd, kind, msg);
 			continue;
 		}
 		if (ip_acquire(w, ip) > w->conf->max_connections_per_ip) {
 			ip_release(w, ip);
+			atomic_fetch_sub(&w->conns->total, 1);
 			snprintf(msg, sizeof(msg),
 				 "421 4.7.0 %s Error: too many connections from %s, try again later\r\n",
 				 w->conf->hostname, ip);
 			log_warn("event=limit limit=connections_per_ip ip=%s max=%d", ip,
 				 w->conf->max_connections_per_ip);
-			refuse(fd, msg);
+			refuse(fd, kind, msg);
 			continue;
 		}
 		w->nsessions++;
+		atomic_fetch_add(&w->conns->slot[w->slot], 1);
 		struct smtp_session *s = session_start(w, fd, &ss, kind);
 		if (s)
 			live_add(w, s);
@@ -200,6 +224,8 @@ void worker_session_closed(struct worker *w, struct smtp_session *s, const char 
 {
 	ip_release(w, ip);
 	w->nsessions--;
+	atomic_fetch_sub(&w->conns->slot[w->slot], 1);
+	atomic_fetch_sub(&w->conns->total, 1);
 	for (int i = 0; i < w->nlive; i++)
 		if (w->live[i] == s) {
 			w->live[i] = w->live[--w->nlive];
@@ -230,13 +256,29 @@ static struct bufferevent *ipc_connect(struct worker *w, const char *name)
 	return bev;
 }
 
-static void fail_pending(struct worker *w)
+static void pending_clear(struct pending *p)
 {
+	free(p->payload);
+	p->payload = NULL;
+	p->s = NULL;
+}
+
+/* The lookup process went away (restart on reload, crash): ask the new one the questions
+ * still open; answer 451 only when there is none. */
+static void retry_pending(struct worker *w)
+{
+	if (!w->lookup)
+		w->lookup = ipc_connect(w, "lookup");
 	for (int i = 0; i < PENDING_SIZE; i++) {
-		if (!w->pending[i].s)
+		struct pending *p = &w->pending[i];
+		if (!p->s)
 			continue;
-		struct smtp_session *s = w->pending[i].s;
-		w->pending[i].s = NULL;
+		if (w->lookup) {
+			ipc_send(w->lookup, IPC_RCPT_REQ, p->id, p->payload, p->len);
+			continue;
+		}
+		struct smtp_session *s = p->s;
+		pending_clear(p);
 		session_lookup_done(s, IPC_RCPT_TEMPFAIL, "");
 	}
 }
@@ -245,11 +287,11 @@ static void ipc_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	const char *name = arg;
 	struct worker *w = &W;
-	log_warn("event=ipc_lost peer=%s", name);
+	log_info("event=ipc_closed peer=%s", name);
 	bufferevent_free(bev);
 	if (bev == w->lookup) {
 		w->lookup = NULL;
-		fail_pending(w);
+		retry_pending(w);
 	} else if (bev == w->queue) {
 		w->queue = NULL;
 	}
@@ -268,7 +310,7 @@ static void lookup_read_cb(struct bufferevent *bev, void *arg)
 		if (p->id != h.id || !p->s)
 			continue; /* the session is gone */
 		struct smtp_session *s = p->s;
-		p->s = NULL;
+		pending_clear(p);
 		session_lookup_done(s, (enum ipc_rcpt_status)(unsigned char)buf[0], buf + 1);
 	}
 	if (r < 0) {
@@ -296,6 +338,9 @@ bool worker_lookup_rcpt(struct worker *w, struct smtp_session *s, const char *li
 		return false;
 	p->id = id;
 	p->s = s;
+	p->payload = xmalloc((size_t)n);
+	memcpy(p->payload, payload, (size_t)n);
+	p->len = (size_t)n;
 	ipc_send(w->lookup, IPC_RCPT_REQ, id, payload, (size_t)n);
 	return true;
 }
@@ -304,7 +349,7 @@ void worker_lookup_cancel(struct worker *w, struct smtp_session *s)
 {
 	for (int i = 0; i < PENDING_SIZE; i++)
 		if (w->pending[i].s == s)
-			w->pending[i].s = NULL;
+			pending_clear(&w->pending[i]);
 }
 
 /* ---- group commit ---- */
@@ -400,6 +445,8 @@ int worker_main(const struct conf *c, struct tls_server *tls, const struct worke
 	w->conf = c;
 	w->tls = tls;
 	w->index = index;
+	w->conns = l->conns;
+	w->slot = l->slot;
 	w->base = event_base_new();
 	if (!w->base)
 		fatal("event_base_new failed");

@@ -15,9 +15,21 @@
 
 struct smtp_session;
 
-/* Listening sockets the master hands a worker: fds[kind], -1 when disabled. */
+/* Counts of open connections shared by every worker, so limits.connections holds for the
+ * server as a whole. The master maps it before forking (MAP_SHARED); each worker adds to
+ * `total` (exactly, by fetch-add and undo) and mirrors its own count in its slot, so the
+ * master can take back the count of a worker that died. Lock-free, one writer per slot. */
+struct conn_shared {
+	_Atomic int total;
+	_Atomic int slot[];
+};
+
+/* What the master hands a worker: listening sockets fds[kind] (-1 when disabled) and the
+ * shared connection count with this worker's slot. */
 struct worker_listen {
 	int fds[CONF_LST__COUNT];
+	struct conn_shared *conns;
+	int slot;
 };
 
 /* Runs a worker until it has drained after SIGTERM. Returns the exit code. Takes ownership of
@@ -26,6 +38,10 @@ int worker_main(const struct conf *c, struct tls_server *tls, const struct worke
 		int index);
 
 /* --- used by session.c --- */
+#include <sys/socket.h>
+/* The client address as logs, limits and Received show it (IPv4-mapped IPv6 as IPv4). */
+void worker_format_ip(const struct sockaddr_storage *ss, char *buf, size_t n);
+
 struct worker;
 const struct conf *worker_conf(struct worker *w);
 struct event_base *worker_base(struct worker *w);

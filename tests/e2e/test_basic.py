@@ -46,3 +46,39 @@ def test_greeting_and_ehlo(server):
         assert ext in text, text
     assert d.cmd("QUIT")[0] == 221
     d.close()
+
+
+def test_ipv6_listener(make_server):
+    """An IPv6 listener (loopback ::1) accepts and delivers; the client address is logged
+    and put into Received as IPv6."""
+    import socket as _s
+    if not _s.has_ipv6:
+        import pytest
+        pytest.skip("no IPv6")
+    server = make_server(start=False)
+    with open(server.conf) as f:
+        text = f.read()
+    text = text.replace("mx = 127.0.0.1:%d" % server.ports["mx"], "mx = [::1]:%d" % server.ports["mx"])
+    with open(server.conf, "w") as f:
+        f.write(text)
+    server.proc = None
+    env_ready = server.start(wait=False)
+    import time
+    deadline = time.time() + 20
+    while time.time() < deadline and "event=queue_ready" not in server.log():
+        time.sleep(0.1)
+    s = _s.create_connection(("::1", server.ports["mx"]), timeout=10)
+    s.close()
+    d = Dialog(server.ports["mx"], host="::1")
+    assert d.reply()[0] == 220
+    d.cmd("EHLO client.test")
+    assert d.cmd("MAIL FROM:<a@sender.test>")[0] == 250
+    assert d.cmd("RCPT TO:<alice@example.test>")[0] == 250
+    assert d.cmd("DATA")[0] == 354
+    d.send(simple_message() + "\r\n.\r\n")
+    assert d.reply()[0] == 250
+    d.close()
+    m = server.wait_messages("alice@example.test", 1)[0].decode()
+    assert "(unknown [::1])" in m
+    assert env_ready
+    server.wait_log("ip=::1 listener=mx")
