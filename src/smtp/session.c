@@ -336,10 +336,14 @@ static void message_end(struct smtp_session *s)
 		case BODY_ERR_SIZE:
 			reply(s, "552 5.3.4 Error: message size exceeds fixed limit of %llu bytes",
 			      (unsigned long long)C(s)->max_message_size);
+			log_warn("event=limit limit=message_size session=%s ip=%s qid=%s max=%llu",
+				 s->sid, s->ip, tx->qid, (unsigned long long)C(s)->max_message_size);
 			break;
 		case BODY_ERR_LINE_LONG:
 			reply(s, "500 5.5.6 Error: message line longer than %d octets (RFC 5321 4.5.3.1.6)",
 			      LIM_TEXT_LINE);
+			log_warn("event=limit limit=text_line session=%s ip=%s qid=%s max=%d", s->sid,
+				 s->ip, tx->qid, LIM_TEXT_LINE);
 			break;
 		case BODY_ERR_NUL:
 			reply(s, "550 5.6.0 Error: NUL octet in message; use BODY=BINARYMIME with BDAT");
@@ -544,6 +548,9 @@ static void do_mail(struct smtp_session *s, const struct smtp_cmd *c)
 	if (args.has_size && args.size > C(s)->max_message_size) {
 		reply(s, "552 5.3.4 Error: message size %llu exceeds fixed limit of %llu bytes",
 		      (unsigned long long)args.size, (unsigned long long)C(s)->max_message_size);
+		log_warn("event=limit limit=message_size session=%s ip=%s declared=%llu max=%llu",
+			 s->sid, s->ip, (unsigned long long)args.size,
+			 (unsigned long long)C(s)->max_message_size);
 		session_error(s);
 		return;
 	}
@@ -723,6 +730,8 @@ static void bdat_chunk_done(struct smtp_session *s)
 		/* RFC 3030 2: a 5xx to a chunk ends the transaction */
 		reply(s, "552 5.3.4 Error: message size exceeds fixed limit of %llu bytes",
 		      (unsigned long long)C(s)->max_message_size);
+		log_warn("event=limit limit=message_size session=%s ip=%s qid=%s max=%llu", s->sid,
+			 s->ip, tx->qid, (unsigned long long)C(s)->max_message_size);
 		tx_reset(s);
 		session_error(s);
 		return;
@@ -749,6 +758,12 @@ static void do_quit(struct smtp_session *s, const struct smtp_cmd *c)
 
 static void do_vrfy(struct smtp_session *s, const struct smtp_cmd *c)
 {
+	/* RFC 5321 4.1.1.6: vrfy = "VRFY" SP String */
+	if (c->arg_len == 0) {
+		reply(s, "501 5.5.4 Syntax: VRFY address");
+		session_error(s);
+		return;
+	}
 	/* RFC 5321 3.5.3: 252 without telling whether the user exists */
 	reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
 }
@@ -891,6 +906,8 @@ static void handle_command(struct smtp_session *s, char *line, size_t len)
 	struct smtp_cmd c;
 	if (++s->commands > LIM_COMMANDS_PER_SESSION) {
 		reply(s, "421 4.7.0 %s Error: too many commands", C(s)->hostname);
+		log_warn("event=limit limit=commands session=%s ip=%s max=%d", s->sid, s->ip,
+			 LIM_COMMANDS_PER_SESSION);
 		session_close(s, "too_many_commands");
 		return;
 	}
@@ -906,14 +923,19 @@ static void handle_command(struct smtp_session *s, char *line, size_t len)
 		session_error(s);
 		return;
 	}
-	if (e != SMTP_P_OK || c.verb == SMTP_V_UNKNOWN) {
-		reply(s, "500 5.5.2 Error: command not recognized");
+	/* RFC 5321 4.5.3.1.4: 512 octets, except where an extension allows more (MAIL/RCPT
+	 * parameters, an AUTH initial response); the parser knows which and says TOO_LONG */
+	if (e == SMTP_P_TOO_LONG ||
+	    (e == SMTP_P_OK && len + 2 > LIM_CMD_LINE && c.verb != SMTP_V_MAIL &&
+	     c.verb != SMTP_V_RCPT && c.verb != SMTP_V_AUTH)) {
+		reply(s, "500 5.5.6 Error: command line too long (RFC 5321 4.5.3.1.4)");
+		log_warn("event=limit limit=command_line session=%s ip=%s length=%zu", s->sid, s->ip,
+			 len + 2);
 		session_error(s);
 		return;
 	}
-	/* RFC 5321 4.5.3.1.4: 512 octets, except where an extension allows more (MAIL/RCPT) */
-	if (len + 2 > LIM_CMD_LINE && c.verb != SMTP_V_MAIL && c.verb != SMTP_V_RCPT) {
-		reply(s, "500 5.5.6 Error: command line too long (RFC 5321 4.5.3.1.4)");
+	if (e != SMTP_P_OK || c.verb == SMTP_V_UNKNOWN) {
+		reply(s, "500 5.5.2 Error: command not recognized");
 		session_error(s);
 		return;
 	}
@@ -1021,7 +1043,11 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
 static void session_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_session *s = arg;
-	(void)bev;
+	/* With BEV_OPT_DEFER_CALLBACKS this runs some time after the output drained, and more
+	 * replies may have been queued since (a pipelined burst ending in QUIT or a limit):
+	 * freeing now would drop them, so wait for the next drain. */
+	if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+		return;
 	if (s->state == SMTP_ST_CLOSING) {
 		session_free(s);
 		return;
@@ -1070,15 +1096,21 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_ERROR) {
-		unsigned long e;
-		char buf[256];
-		bool tls_err = false;
-		while ((e = bufferevent_get_openssl_error(s->bev)) != 0) {
-			ERR_error_string_n(e, buf, sizeof(buf));
-			tls_err = true;
-		}
-		if (tls_err)
+		/* libevent pops its error stack newest first, and its oldest entry is the code of
+		 * SSL_get_error() (library 0: "error:00000001:lib(0)::reason(1)", no reason at
+		 * all). Log the oldest real OpenSSL error, which is the cause. */
+		unsigned long e, best = 0;
+		while ((e = bufferevent_get_openssl_error(s->bev)) != 0)
+			if (best == 0 || ERR_GET_LIB(e) != 0)
+				best = e;
+		if (best != 0) {
+			char buf[256];
+			if (ERR_GET_LIB(best) != 0)
+				ERR_error_string_n(best, buf, sizeof(buf));
+			else
+				snprintf(buf, sizeof(buf), "SSL_get_error=%lu", best);
 			log_warn("event=tls_error session=%s ip=%s error=\"%s\"", s->sid, s->ip, buf);
+		}
 	}
 	s->state = SMTP_ST_CLOSING;
 	log_info("event=disconnect session=%s ip=%s listener=%s reason=%s commands=%u messages=%u errors=%d",
