@@ -119,8 +119,10 @@ static SSL_CTX *ctx_build(const struct conf *c, const char *cert, const char *ke
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	/* SMTP frames its own data (a message ends only at <CRLF>.<CRLF>), so a peer that closes
+	 * without close_notify truncates nothing we would accept: treat it as a plain EOF */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-					 SSL_OP_NO_COMPRESSION);
+					 SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
 	/* promise of the perf section: free read/write buffers of idle connections */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1 ||

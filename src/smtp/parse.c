@@ -543,10 +543,13 @@ static bool parse_xtext_valid(const char *v, size_t n)
 	return true;
 }
 
-/* RFC 1870 size-value = 1*20DIGIT; also RFC 3030 chunk-size, bounded the same way. */
-static bool parse_u64(const char *v, size_t n, uint64_t *out)
+/* RFC 1870 size-value = 1*20DIGIT; also RFC 3030 chunk-size, bounded the same way. With
+ * saturate, a valid 20-digit value past 2^64-1 becomes UINT64_MAX (SIZE: "too big", 552,
+ * not a syntax error); without, it is refused (a BDAT chunk we could never count). */
+static bool parse_u64_sat(const char *v, size_t n, uint64_t *out, bool saturate)
 {
 	uint64_t x = 0;
+	bool over = false;
 
 	if (n == 0 || n > 20)
 		return false;
@@ -556,12 +559,21 @@ static bool parse_u64(const char *v, size_t n, uint64_t *out)
 		if (!parse_is_digit((unsigned char)v[i]))
 			return false;
 		d = (unsigned)(v[i] - '0');
-		if (x > (UINT64_MAX - d) / 10)
-			return false;
+		if (over || x > (UINT64_MAX - d) / 10) {
+			if (!saturate)
+				return false;
+			over = true;
+			continue;
+		}
 		x = x * 10 + d;
 	}
-	*out = x;
+	*out = over ? UINT64_MAX : x;
 	return true;
+}
+
+static bool parse_u64(const char *v, size_t n, uint64_t *out)
+{
+	return parse_u64_sat(v, n, out, false);
 }
 
 struct parse_pctx {
@@ -574,7 +586,7 @@ typedef bool (*parse_param_fn)(struct parse_pctx *x, const char *v, size_t n, bo
 static bool parse_p_size(struct parse_pctx *x, const char *v, size_t n, bool has_v)
 {
 	/* RFC 1870 6: SIZE=size-value */
-	if (!has_v || !parse_u64(v, n, &x->mail->size))
+	if (!has_v || !parse_u64_sat(v, n, &x->mail->size, true))
 		return false;
 	x->mail->has_size = true;
 	return true;

@@ -232,11 +232,14 @@ static void helo_sanitise(char *dst, size_t dsz, const char *src, size_t len)
 
 static int received_header(struct smtp_session *s, char *buf, size_t sz)
 {
-	const char *with;
+	/* RFC 3848 (ESMTPS/ESMTPA/ESMTPSA) and RFC 6531 3.7.3 (UTF8SMTP...) protocol names;
+	 * plain HELO has only "SMTP" registered */
+	static const char *const names[2][2][2] = {
+		{{"ESMTP", "ESMTPA"}, {"ESMTPS", "ESMTPSA"}},
+		{{"UTF8SMTP", "UTF8SMTPA"}, {"UTF8SMTPS", "UTF8SMTPSA"}},
+	};
 	bool auth = false; /* AUTH arrives with the submission service */
-	with = s->tls.active ? (auth ? "ESMTPSA" : "ESMTPS") : (auth ? "ESMTPA" : "ESMTP");
-	if (!s->ehlo)
-		with = s->tls.active ? "SMTPS" : "SMTP";
+	const char *with = s->ehlo ? names[s->tx->mail.smtputf8][s->tls.active][auth] : "SMTP";
 	char date[64];
 	time_t now = time(NULL);
 	struct tm tm;
@@ -251,8 +254,9 @@ static int received_header(struct smtp_session *s, char *buf, size_t sz)
 	if (s->tx->nrcpts == 1)
 		snprintf(forline, sizeof(forline), "\r\n\tfor <%s>", s->tx->rcpts[0].addr);
 	return snprintf(buf, sz,
-			"Received: from %s (unknown [%s])%s\r\n\tby %s (sealmail) with %s id %s%s;\r\n\t%s\r\n",
-			s->helo[0] ? s->helo : "unknown", s->ip, tlsline, C(s)->hostname, with,
+			"Received: from %s (unknown [%s%s])%s\r\n\tby %s (sealmail) with %s id %s%s;\r\n\t%s\r\n",
+			s->helo[0] ? s->helo : "unknown", strchr(s->ip, ':') ? "IPv6:" : "", s->ip,
+			tlsline, C(s)->hostname, with,
 			s->tx->qid, forline, date);
 }
 
@@ -611,6 +615,15 @@ void session_lookup_done(struct smtp_session *s, enum ipc_rcpt_status st, const 
 	log_safe(safe, sizeof(safe), addr, sizeof(addr));
 	switch (st) {
 	case IPC_RCPT_LOCAL: {
+		/* two addresses for one mailbox (an alias and its target, <Postmaster> and
+		 * postmaster@) get one copy */
+		bool dup = false;
+		for (int i = 0; i < tx->nrcpts && !dup; i++)
+			dup = strcmp(tx->rcpts[i].mailbox, mailbox) == 0;
+		if (dup) {
+			reply(s, "250 2.1.5 Ok");
+			break;
+		}
 		if (tx->nrcpts == tx->cap) {
 			tx->cap = tx->cap ? tx->cap * 2 : 4;
 			struct spool_rcpt *n = realloc(tx->rcpts, (size_t)tx->cap * sizeof(*n));
@@ -1139,11 +1152,7 @@ struct smtp_session *session_start(struct worker *w, int fd, const struct sockad
 	s->kind = kind;
 	s->id = worker_next_session_id(w);
 	snprintf(s->sid, sizeof(s->sid), "%llx", (unsigned long long)s->id);
-	if (peer->ss_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, s->ip, sizeof(s->ip));
-	else
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, s->ip,
-			  sizeof(s->ip));
+	worker_format_ip(peer, s->ip, sizeof(s->ip));
 	/* Nagle + delayed ACK after the TLS 1.3 ticket costs 40 ms per session */
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

@@ -79,6 +79,6 @@ def test_ipv6_listener(make_server):
     assert d.reply()[0] == 250
     d.close()
     m = server.wait_messages("alice@example.test", 1)[0].decode()
-    assert "(unknown [::1])" in m
+    assert "(unknown [IPv6:::1])" in m
     assert env_ready
     server.wait_log("ip=::1 listener=mx")

@@ -435,6 +435,8 @@ def test_smtputf8_address_delivered(make_server):
     assert m.startswith("Return-Path: <m\u00fcller@sender.test>\r\n"), m
     assert "\r\nDelivered-To: j\u00f6rg@example.test\r\n" in m, m
     assert "Subject: gr\u00fc\u00dfe\r\n" in m and "hall\u00f6\r\n" in m
+    # RFC 6531 3.7.3: the Received protocol name says SMTPUTF8 was used
+    assert " with UTF8SMTP id " in m, m
     assert server.messages("alice@example.test") == []
 
 
@@ -573,6 +575,18 @@ def test_postmaster_to_configured_mailbox(make_server):
     subjects = sorted("bare" if b"Subject: bare" in m else "domain" for m in msgs)
     assert subjects == ["bare", "domain"]
     assert server.messages("postmaster@example.test") == []
+
+
+def test_one_copy_per_mailbox(make_server):
+    """<Postmaster>, postmaster@ and an alias all resolve to one mailbox: one copy."""
+    server = ready(make_server())
+    d = session(server)
+    transaction(d, rcpts=("Postmaster", "postmaster@example.test", "POSTMASTER@example.test"),
+                data=simple_message(subject="once"))
+    d.cmd("QUIT")
+    server.wait_messages("postmaster@example.test", 1)
+    time.sleep(1)
+    assert len(server.messages("postmaster@example.test")) == 1
 
 
 # ---- BDAT (RFC 3030) ----
