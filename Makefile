@@ -2,7 +2,7 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer; `make fuzz` runs the fuzzers longer.
 PKGS     := openssl libevent libevent_openssl sqlite3 libsodium
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -pthread
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-format-truncation
 CSTD     := -std=c17 -D_GNU_SOURCE
 CC       ?= cc

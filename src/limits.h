@@ -52,4 +52,20 @@
 /* Days before expiry at which the log warns. */
 #define LIM_CERT_WARN_DAYS 14
 
+/* AUTH brute force (issue 3): failures per client address / per login within the window
+ * before a temporary block (421 4.7.0). */
+#define LIM_AUTH_FAIL_IP 10
+#define LIM_AUTH_FAIL_LOGIN 20
+#define LIM_AUTH_FAIL_WINDOW 600
+#define LIM_AUTH_BLOCK_SECONDS 900
+/* 535 comes after a random pause of 500..1500 ms (timer, never blocking the loop). */
+#define LIM_AUTH_DELAY_MIN_MS 500
+#define LIM_AUTH_DELAY_SPAN_MS 1000
+/* Authentication attempts in one session before 421. */
+#define LIM_AUTH_PER_SESSION 3
+/* Addresses/logins the lookup process tracks for brute force (oldest forgotten first). */
+#define LIM_AUTH_TRACKED 8192
+/* Hashing threads in the lookup process (argon2id is slow by design). */
+#define LIM_AUTH_THREADS 2
+
 #endif

@@ -1,5 +1,6 @@
 /* sealmail: one binary, subcommands. Parses the first word and hands over: serve (master),
- * config, domain, mailbox, version. Untrusted input: the command line (an admin's). */
+ * config, domain, mailbox, account, login, plan, version. Untrusted input: the command line
+ * (an admin's). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,10 @@ static void usage(FILE *f)
 		   "  config check|show [-c FILE] [-n] validate / print the configuration\n"
 		   "  domain add|list|remove NAME     manage local domains\n"
 		   "  mailbox add|list|remove ADDR    manage mailboxes and aliases (--alias TARGET)\n"
+		   "  account add|list|show|set-plan|disable|enable|usage|domain ...\n"
+		   "                                  manage customer accounts and their domains\n"
+		   "  login add|passwd|remove|list    manage SMTP logins (password on stdin)\n"
+		   "  plan list|set NAME LIMIT        manage plans (recipients per hour)\n"
 		   "  version                         print the version\n\n"
 		   "Without -c, $SEALMAIL_CONF or /etc/sealmail/sealmail.conf is used when present,\n"
 		   "else the embedded defaults (data in $SEALMAIL_HOME or ./sealmail-data).\n");
@@ -68,6 +73,12 @@ int main(int argc, char **argv)
 		return argc < 3 ? (usage(stderr), EX_USAGE) : store_cli_domain(argc - 2, argv + 2);
 	if (strcmp(cmd, "mailbox") == 0)
 		return argc < 3 ? (usage(stderr), EX_USAGE) : store_cli_mailbox(argc - 2, argv + 2);
+	if (strcmp(cmd, "account") == 0)
+		return argc < 3 ? (usage(stderr), EX_USAGE) : store_cli_account(argc - 2, argv + 2);
+	if (strcmp(cmd, "login") == 0)
+		return argc < 3 ? (usage(stderr), EX_USAGE) : store_cli_login(argc - 2, argv + 2);
+	if (strcmp(cmd, "plan") == 0)
+		return argc < 3 ? (usage(stderr), EX_USAGE) : store_cli_plan(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("sealmail %s\n", SEALMAIL_VERSION);
 		return 0;

@@ -15,10 +15,26 @@
 #define IPC_VERSION 1
 
 enum ipc_type {
-	IPC_RCPT_REQ = 1, /* smtp -> lookup: payload "listener\0address" */
-	IPC_RCPT_REP,     /* lookup -> smtp: payload status byte (enum ipc_rcpt_status) + mailbox */
+	IPC_RCPT_REQ = 1, /* smtp -> lookup: "listener\0address\0account" (account "" = none) */
+	IPC_RCPT_REP,     /* lookup -> smtp: status byte (enum ipc_rcpt_status) + mailbox, or
+			   * for IPC_RCPT_RATE: "plan\0limit\0retry_seconds" */
 	IPC_MSG_NEW,      /* smtp -> queue: payload queue id of a committed message */
 	IPC_PING,         /* any: liveness; answered with IPC_PING, same id */
+	IPC_AUTH_REQ,     /* smtp -> lookup: "ip\0login\0password" (PLAIN/LOGIN) */
+	IPC_AUTH_REP,     /* lookup -> smtp: status byte (enum ipc_auth_status) + account info:
+			   * "account\0plan\0limit\0domain,domain,..." */
+	IPC_SCRAM_REQ,    /* smtp -> lookup: "ip\0login" */
+	IPC_SCRAM_REP,    /* lookup -> smtp: status byte + struct scram_creds + account info */
+	IPC_AUTH_RESULT,  /* smtp -> lookup: "ip\0login\0" + '1' ok / '0' failed (SCRAM) */
+	IPC_RATE_RELEASE, /* smtp -> lookup: "account\0count\0since" (transaction not accepted) */
+};
+
+enum ipc_auth_status {
+	IPC_AUTH_OK = 0,
+	IPC_AUTH_FAIL,      /* wrong login or password (never says which) */
+	IPC_AUTH_BLOCKED,   /* too many failures from this address or for this login */
+	IPC_AUTH_DISABLED,  /* the account is disabled */
+	IPC_AUTH_TEMPFAIL,  /* store error */
 };
 
 enum ipc_rcpt_status {
@@ -26,6 +42,8 @@ enum ipc_rcpt_status {
 	IPC_RCPT_UNKNOWN,    /* local domain, no such user */
 	IPC_RCPT_NOT_LOCAL,  /* domain not local: relaying question */
 	IPC_RCPT_TEMPFAIL,   /* store error */
+	IPC_RCPT_REMOTE,     /* not local, and the authenticated account may relay it */
+	IPC_RCPT_RATE,       /* over the account's hourly limit */
 };
 
 struct ipc_hdr {

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,72 +29,11 @@
 #include "smtp/parse.h"
 #include "smtp/worker.h"
 #include "util/log.h"
-
-enum smtp_state {
-	SMTP_ST_TLS_WAIT = 0, /* implicit TLS handshake before the greeting */
-	SMTP_ST_CMD,          /* reading commands */
-	SMTP_ST_WAIT,         /* waiting for lookup or commit: input paused */
-	SMTP_ST_DATA,         /* reading a DATA body */
-	SMTP_ST_BDAT,         /* reading a BDAT chunk */
-	SMTP_ST_STARTTLS,     /* 220 sent, waiting for it to flush before the handshake */
-	SMTP_ST_HANDSHAKE,    /* STARTTLS handshake running */
-	SMTP_ST_CLOSING,      /* final reply flushing */
-};
-
-/* The mail transaction: MAIL to end of data. Freed by tx_reset(). */
-struct smtp_tx {
-	struct smtp_mail_args mail;
-	struct spool_rcpt *rcpts;
-	int nrcpts, cap;
-	int rcpt_attempts;       /* RCPTs asked, for the recipients bound */
-	struct smtp_rcpt_args pending; /* RCPT waiting for lookup */
-	struct spool_msg *msg;
-	char qid[32];
-	struct body_reader body;
-	bool bdat;               /* BDAT seen in this transaction */
-	uint64_t bdat_left;      /* bytes of the current chunk still to read */
-	bool bdat_last;
-	bool write_failed;
-};
-
-/* TLS facts of the connection. */
-struct smtp_tls {
-	bool active;
-	char version[16];
-	char cipher[64];
-	int bits;
-};
-
-struct smtp_session {
-	struct worker *w;
-	uint64_t id;
-	int fd;
-	struct bufferevent *bev;
-	enum conf_listener_kind kind;
-	enum smtp_state state;
-	char ip[64];
-	char helo[LIM_HELO + 1];
-	bool ehlo;               /* EHLO (not HELO) given: extensions allowed */
-	bool greeted;
-	struct smtp_tls tls;
-	struct smtp_tx *tx;
-	int errors;
-	unsigned commands;
-	unsigned messages;
-	bool waiting_lookup;
-	bool in_commit;
-	bool dead;               /* peer gone while in a group commit */
-	bool close_after_flush;
-	bool bev_owns_fd;        /* the TLS bufferevent closes fd; the plaintext one does not */
-	struct event *data_timer; /* bounds the whole DATA/BDAT phase */
-	struct event *close_ev;   /* deferred free after session_close */
-	char sid[20];
-};
+#include "smtp/session_int.h"
 
 static void session_read_cb(struct bufferevent *bev, void *arg);
 static void session_write_cb(struct bufferevent *bev, void *arg);
 static void session_event_cb(struct bufferevent *bev, short what, void *arg);
-static void session_process(struct smtp_session *s);
 static void session_free(struct smtp_session *s);
 
 const char *session_listener_name(enum conf_listener_kind kind)
@@ -112,8 +52,8 @@ const char *session_listener_name(enum conf_listener_kind kind)
 
 /* ---- replies ---- */
 
-static void reply(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void reply(struct smtp_session *s, const char *fmt, ...)
+#define reply session_reply
+void session_reply(struct smtp_session *s, const char *fmt, ...)
 {
 	char line[LIM_CMD_LINE];
 	va_list ap;
@@ -129,7 +69,8 @@ static void reply(struct smtp_session *s, const char *fmt, ...)
 	bufferevent_write(s->bev, line, (size_t)n);
 }
 
-static const struct conf *C(struct smtp_session *s)
+#define C session_conf
+const struct conf *session_conf(struct smtp_session *s)
 {
 	return worker_conf(s->w);
 }
@@ -143,7 +84,7 @@ static void close_ev_cb(evutil_socket_t fd, short what, void *arg)
 
 /* Ends the session after the queued replies are written. Never frees at once: callers up the
  * stack may still look at the session (they see SMTP_ST_CLOSING and stop). */
-static void session_close(struct smtp_session *s, const char *why)
+void session_close(struct smtp_session *s, const char *why)
 {
 	if (s->state == SMTP_ST_CLOSING)
 		return;
@@ -164,7 +105,7 @@ static void session_close(struct smtp_session *s, const char *why)
 
 /* A client error: counts toward the session's error bound (promise 4). Returns false when the
  * session was closed for too many errors. */
-static bool session_error(struct smtp_session *s)
+bool session_error(struct smtp_session *s)
 {
 	if (++s->errors > C(s)->max_errors) {
 		reply(s, "421 4.7.0 %s Error: too many errors", C(s)->hostname);
@@ -181,7 +122,10 @@ static void tx_reset(struct smtp_session *s)
 {
 	if (!s->tx)
 		return;
+	if (!s->tx->accepted)
+		auth_release_counted(s);
 	spool_abort(s->tx->msg);
+	free(s->tx->headers);
 	free(s->tx->rcpts);
 	free(s->tx);
 	s->tx = NULL;
@@ -202,6 +146,7 @@ static void session_free(struct smtp_session *s)
 	if (s->waiting_lookup)
 		worker_lookup_cancel(s->w, s);
 	tx_reset(s);
+	auth_reset(s);
 	if (s->data_timer)
 		event_free(s->data_timer);
 	if (s->close_ev)
@@ -238,7 +183,7 @@ static int received_header(struct smtp_session *s, char *buf, size_t sz)
 		{{"ESMTP", "ESMTPA"}, {"ESMTPS", "ESMTPSA"}},
 		{{"UTF8SMTP", "UTF8SMTPA"}, {"UTF8SMTPS", "UTF8SMTPSA"}},
 	};
-	bool auth = false; /* AUTH arrives with the submission service */
+	bool auth = s->auth.done;
 	const char *with = s->ehlo ? names[s->tx->mail.smtputf8][s->tls.active][auth] : "SMTP";
 	char date[64];
 	time_t now = time(NULL);
@@ -262,9 +207,33 @@ static int received_header(struct smtp_session *s, char *buf, size_t sz)
 
 /* ---- body ---- */
 
+/* Keeps the header section (up to 16 KiB) for the From: check of authenticated senders. */
+static void keep_headers(struct smtp_tx *tx, const char *p, size_t n)
+{
+	const size_t cap = 16384;
+	if (tx->headers_done)
+		return;
+	if (!tx->headers)
+		tx->headers = xmalloc(cap + 1);
+	size_t take = n < cap - tx->headers_len ? n : cap - tx->headers_len;
+	memcpy(tx->headers + tx->headers_len, p, take);
+	tx->headers_len += take;
+	tx->headers[tx->headers_len] = '\0';
+	char *end = strstr(tx->headers, "\r\n\r\n");
+	if (end) {
+		tx->headers_len = (size_t)(end - tx->headers) + 2;
+		tx->headers[tx->headers_len] = '\0';
+		tx->headers_done = true;
+	} else if (tx->headers_len == cap) {
+		tx->headers_done = true; /* longer than we look at: the check sees the first 16 KiB */
+	}
+}
+
 static void body_emit(void *arg, const char *p, size_t n)
 {
 	struct smtp_session *s = arg;
+	if (s->auth.done)
+		keep_headers(s->tx, p, n);
 	if (s->tx->write_failed)
 		return;
 	if (spool_write(s->tx->msg, p, n) != 0)
@@ -364,6 +333,16 @@ static void message_end(struct smtp_session *s)
 		session_error(s);
 		return;
 	}
+	const char *bad_from = auth_check_from_header(s);
+	if (bad_from) {
+		reply(s, "%s", bad_from);
+		log_warn("event=reject session=%s ip=%s qid=%s stage=data reason=\"From: header not owned\" account=%s",
+			 s->sid, s->ip, tx->qid, s->auth.account);
+		tx_reset(s);
+		s->state = SMTP_ST_CMD;
+		session_error(s);
+		return;
+	}
 	if ((int)tx->body.received > C(s)->max_received) {
 		reply(s, "554 5.4.6 Error: too many Received headers (%u): mail loop?",
 		      tx->body.received);
@@ -407,6 +386,7 @@ void session_commit_done(struct smtp_session *s, bool ok)
 			 tx->nrcpts, (unsigned long long)tx->body.size, s->tls.active ? s->tls.version : "none",
 			 s->tls.active ? " cipher=" : "", s->tls.active ? s->tls.cipher : "");
 		reply(s, "250 2.0.0 Ok: queued as %s", tx->qid);
+		tx->accepted = true;
 	} else {
 		reply(s, "451 4.3.0 Error: local error in processing (spool commit)");
 	}
@@ -485,6 +465,9 @@ static void do_helo(struct smtp_session *s, const struct smtp_cmd *c)
 			    (unsigned long long)C(s)->max_message_size);
 	if (starttls_offered(s))
 		evbuffer_add_printf(out, "250-STARTTLS\r\n");
+	const char *auth = auth_ehlo_line(s);
+	if (auth)
+		evbuffer_add_printf(out, "250-%s\r\n", auth);
 	evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n"
 				 "250-SMTPUTF8\r\n250 CHUNKING\r\n");
 }
@@ -518,6 +501,12 @@ static void do_mail(struct smtp_session *s, const struct smtp_cmd *c)
 {
 	if (s->kind == CONF_LST_SUBMISSION && !s->tls.active) {
 		reply(s, "530 5.7.0 Must issue a STARTTLS command first");
+		session_error(s);
+		return;
+	}
+	/* RFC 6409 4.3: submission needs an authenticated client */
+	if (s->kind != CONF_LST_MX && !s->auth.done) {
+		reply(s, "530 5.7.0 Authentication required");
 		session_error(s);
 		return;
 	}
@@ -558,6 +547,17 @@ static void do_mail(struct smtp_session *s, const struct smtp_cmd *c)
 		session_error(s);
 		return;
 	}
+	const char *bad = auth_check_sender(s, &args.from);
+	if (bad) {
+		char from[LIM_PATH + 1], safe[LIM_PATH + 1];
+		smtp_addr_format(&args.from, from, sizeof(from));
+		log_safe(safe, sizeof(safe), from, sizeof(from));
+		reply(s, "%s", bad);
+		log_warn("event=reject session=%s ip=%s stage=mail from=<%s> account=%s reason=sender_not_owned",
+			 s->sid, s->ip, safe, s->auth.account);
+		session_error(s);
+		return;
+	}
 	s->tx = xcalloc(1, sizeof(*s->tx));
 	s->tx->mail = args;
 	reply(s, "250 2.1.0 Ok");
@@ -595,7 +595,8 @@ static void do_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
 		session_error(s);
 		return;
 	}
-	if (!worker_lookup_rcpt(s->w, s, session_listener_name(s->kind), addr)) {
+	if (!worker_lookup_rcpt(s->w, s, session_listener_name(s->kind), addr,
+				s->auth.done ? s->auth.account : "")) {
 		reply(s, "451 4.3.0 <%s>: Temporary lookup failure", addr);
 		return;
 	}
@@ -604,7 +605,8 @@ static void do_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
 	bufferevent_disable(s->bev, EV_READ);
 }
 
-void session_lookup_done(struct smtp_session *s, enum ipc_rcpt_status st, const char *mailbox)
+void session_lookup_done(struct smtp_session *s, enum ipc_rcpt_status st, const char *mailbox,
+			 size_t len)
 {
 	s->waiting_lookup = false;
 	s->state = SMTP_ST_CMD;
@@ -614,12 +616,21 @@ void session_lookup_done(struct smtp_session *s, enum ipc_rcpt_status st, const 
 	smtp_addr_format(&tx->pending.to, addr, sizeof(addr));
 	log_safe(safe, sizeof(safe), addr, sizeof(addr));
 	switch (st) {
-	case IPC_RCPT_LOCAL: {
+	case IPC_RCPT_LOCAL:
+	case IPC_RCPT_REMOTE: {
+		if (st == IPC_RCPT_REMOTE)
+			mailbox = ""; /* waits in the queue for outbound delivery */
+		if (s->auth.done) {
+			/* the lookup process counted it against the hourly limit */
+			if (tx->counted++ == 0)
+				tx->counted_since = time(NULL);
+		}
 		/* two addresses for one mailbox (an alias and its target, <Postmaster> and
-		 * postmaster@) get one copy */
+		 * postmaster@) or the same remote address twice get one copy */
 		bool dup = false;
 		for (int i = 0; i < tx->nrcpts && !dup; i++)
-			dup = strcmp(tx->rcpts[i].mailbox, mailbox) == 0;
+			dup = mailbox[0] ? strcmp(tx->rcpts[i].mailbox, mailbox) == 0
+					 : strcasecmp(tx->rcpts[i].addr, addr) == 0;
 		if (dup) {
 			reply(s, "250 2.1.5 Ok");
 			break;
@@ -638,6 +649,26 @@ void session_lookup_done(struct smtp_session *s, enum ipc_rcpt_status st, const 
 		r->notify = tx->pending.notify;
 		snprintf(r->orcpt, sizeof(r->orcpt), "%s", tx->pending.orcpt);
 		reply(s, "250 2.1.5 Ok");
+		break;
+	}
+	case IPC_RCPT_RATE: {
+		/* payload: plan \0 limit \0 seconds until capacity frees up */
+		char pay[128];
+		size_t pn = len < sizeof(pay) - 3 ? len : sizeof(pay) - 3;
+		memcpy(pay, mailbox, pn);
+		pay[pn] = pay[pn + 1] = pay[pn + 2] = '\0';
+		const char *plan = pay;
+		const char *lim = plan + strlen(plan) + 1;
+		const char *retry = lim + strlen(lim) + 1;
+		size_t pl = strlen(plan);
+		char sp[64], sl[16], sr[16];
+		log_safe(sp, sizeof(sp), plan, pl);
+		log_safe(sl, sizeof(sl), lim, strlen(lim));
+		log_safe(sr, sizeof(sr), retry, strlen(retry));
+		reply(s, "451 4.7.1 <%s>: hourly sending limit reached: plan %s allows %s recipients per hour; capacity frees up in %s seconds",
+		      safe, sp, sl, sr);
+		log_info("event=limit limit=hourly session=%s ip=%s account=%s plan=%s max=%s retry_after=%s to=<%s>",
+			 s->sid, s->ip, s->auth.account, sp, sl, sr, safe);
 		break;
 	}
 	case IPC_RCPT_UNKNOWN:
@@ -799,8 +830,26 @@ static void do_auth(struct smtp_session *s, const struct smtp_cmd *c)
 		session_error(s);
 		return;
 	}
-	reply(s, "502 5.5.1 Error: authentication is not enabled on this server");
-	session_error(s);
+	auth_command(s, c->arg, c->arg_len);
+}
+
+struct event_base *worker_base_of(struct smtp_session *s)
+{
+	return worker_base(s->w);
+}
+
+void session_pause(struct smtp_session *s)
+{
+	s->state = SMTP_ST_WAIT;
+	bufferevent_disable(s->bev, EV_READ);
+}
+
+void session_resume(struct smtp_session *s)
+{
+	if (s->state == SMTP_ST_CLOSING)
+		return;
+	s->state = SMTP_ST_CMD;
+	bufferevent_enable(s->bev, EV_READ);
 }
 
 /* ---- TLS ---- */
@@ -1015,19 +1064,23 @@ static void read_bdat(struct smtp_session *s)
 	}
 }
 
-static void session_process(struct smtp_session *s)
+void session_process(struct smtp_session *s)
 {
 	char line[LIM_CMD_LINE_EXT + 1];
 	for (;;) {
 		switch (s->state) {
-		case SMTP_ST_CMD: {
+		case SMTP_ST_CMD:
+		case SMTP_ST_AUTH: {
 			size_t len;
 			int r = read_line(s, line, LIM_CMD_LINE_EXT, &len);
 			if (r <= 0)
 				return;
 			if (len == (size_t)-1)
 				continue;
-			handle_command(s, line, len);
+			if (s->state == SMTP_ST_AUTH)
+				auth_line(s, line, len);
+			else
+				handle_command(s, line, len);
 			break;
 		}
 		case SMTP_ST_DATA:

@@ -18,8 +18,14 @@ struct smtp_session;
 struct smtp_session *session_start(struct worker *w, int fd, const struct sockaddr_storage *peer,
 		   enum conf_listener_kind kind);
 
-/* The lookup process answered the session's pending RCPT. */
-void session_lookup_done(struct smtp_session *s, enum ipc_rcpt_status st, const char *mailbox);
+/* The lookup process answered the session's pending RCPT: payload is the mailbox (LOCAL)
+ * or "plan\0limit\0retry" (RATE), len bytes. */
+void session_lookup_done(struct smtp_session *s, enum ipc_rcpt_status st, const char *mailbox,
+			 size_t len);
+
+/* The lookup process answered an AUTH question (IPC_AUTH_REP or IPC_SCRAM_REP). */
+void session_auth_reply(struct smtp_session *s, enum ipc_type type, enum ipc_auth_status st,
+			const char *payload, size_t len);
 
 /* The group commit holding the session's message finished (ok: durable in queue/). */
 void session_commit_done(struct smtp_session *s, bool ok);

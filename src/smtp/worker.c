@@ -35,6 +35,7 @@ struct ip_count {
 struct pending {
 	uint32_t id;
 	struct smtp_session *s;
+	enum ipc_type type;
 	char *payload; /* kept so the question can be asked again of a new lookup process */
 	size_t len;
 };
@@ -274,12 +275,17 @@ static void retry_pending(struct worker *w)
 		if (!p->s)
 			continue;
 		if (w->lookup) {
-			ipc_send(w->lookup, IPC_RCPT_REQ, p->id, p->payload, p->len);
+			ipc_send(w->lookup, p->type, p->id, p->payload, p->len);
 			continue;
 		}
 		struct smtp_session *s = p->s;
+		enum ipc_type type = p->type;
 		pending_clear(p);
-		session_lookup_done(s, IPC_RCPT_TEMPFAIL, "");
+		if (type == IPC_RCPT_REQ)
+			session_lookup_done(s, IPC_RCPT_TEMPFAIL, "", 0);
+		else
+			session_auth_reply(s, type == IPC_AUTH_REQ ? IPC_AUTH_REP : IPC_SCRAM_REP,
+					   IPC_AUTH_TEMPFAIL, "", 0);
 	}
 }
 
@@ -300,18 +306,23 @@ static void ipc_event_cb(struct bufferevent *bev, short what, void *arg)
 static void lookup_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct worker *w = &W;
-	char buf[LIM_PATH + 8];
+	char buf[4096];
 	struct ipc_hdr h;
 	int r;
 	while ((r = ipc_read(bufferevent_get_input(bev), &h, buf, sizeof(buf))) == 1) {
-		if (h.type != IPC_RCPT_REP || h.len < 1)
+		if (h.len < 1)
 			continue;
 		struct pending *p = &w->pending[h.id % PENDING_SIZE];
 		if (p->id != h.id || !p->s)
 			continue; /* the session is gone */
 		struct smtp_session *s = p->s;
 		pending_clear(p);
-		session_lookup_done(s, (enum ipc_rcpt_status)(unsigned char)buf[0], buf + 1);
+		if (h.type == IPC_RCPT_REP)
+			session_lookup_done(s, (enum ipc_rcpt_status)(unsigned char)buf[0], buf + 1,
+					    h.len - 1);
+		else if (h.type == IPC_AUTH_REP || h.type == IPC_SCRAM_REP)
+			session_auth_reply(s, (enum ipc_type)h.type,
+					   (enum ipc_auth_status)(unsigned char)buf[0], buf + 1, h.len - 1);
 	}
 	if (r < 0) {
 		log_err("event=ipc_error peer=lookup error=\"bad frame\"");
@@ -319,8 +330,8 @@ static void lookup_read_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
-bool worker_lookup_rcpt(struct worker *w, struct smtp_session *s, const char *listener,
-			const char *addr)
+bool worker_ask_lookup(struct worker *w, struct smtp_session *s, enum ipc_type type,
+		       const char *payload, size_t n)
 {
 	if (!w->lookup)
 		w->lookup = ipc_connect(w, "lookup");
@@ -331,18 +342,33 @@ bool worker_lookup_rcpt(struct worker *w, struct smtp_session *s, const char *li
 		id = ++w->next_req;
 	struct pending *p = &w->pending[id % PENDING_SIZE];
 	if (p->s)
-		return false; /* 4096 lookups in flight: the caller answers 451 */
-	char payload[LIM_PATH + 32];
-	int n = snprintf(payload, sizeof(payload), "%s%c%s", listener, '\0', addr);
-	if (n < 0 || (size_t)n >= sizeof(payload))
-		return false;
+		return false; /* 4096 questions in flight: the caller answers 4xx */
 	p->id = id;
 	p->s = s;
-	p->payload = xmalloc((size_t)n);
-	memcpy(p->payload, payload, (size_t)n);
-	p->len = (size_t)n;
-	ipc_send(w->lookup, IPC_RCPT_REQ, id, payload, (size_t)n);
+	p->type = type;
+	p->payload = xmalloc(n ? n : 1);
+	memcpy(p->payload, payload, n);
+	p->len = n;
+	ipc_send(w->lookup, type, id, payload, n);
 	return true;
+}
+
+void worker_tell_lookup(struct worker *w, enum ipc_type type, const char *payload, size_t n)
+{
+	if (!w->lookup)
+		w->lookup = ipc_connect(w, "lookup");
+	if (w->lookup)
+		ipc_send(w->lookup, type, 0, payload, n);
+}
+
+bool worker_lookup_rcpt(struct worker *w, struct smtp_session *s, const char *listener,
+			const char *addr, const char *account)
+{
+	char payload[LIM_PATH + 128];
+	int n = snprintf(payload, sizeof(payload), "%s%c%s%c%s", listener, '\0', addr, '\0', account);
+	if (n < 0 || (size_t)n >= sizeof(payload))
+		return false;
+	return worker_ask_lookup(w, s, IPC_RCPT_REQ, payload, (size_t)n);
 }
 
 void worker_lookup_cancel(struct worker *w, struct smtp_session *s)

@@ -11,6 +11,7 @@
 
 #include "conf/conf.h"
 #include "msg/spool.h"
+#include "net/ipc.h"
 #include "net/tls.h"
 
 struct smtp_session;
@@ -49,10 +50,16 @@ struct tls_server *worker_tls(struct worker *w);
 struct spool *worker_spool(struct worker *w);
 uint64_t worker_next_session_id(struct worker *w);
 
-/* Asks the lookup process about one recipient; the answer arrives by
- * session_lookup_done(). Returns false when the lookup process is unreachable. */
+/* Asks the lookup process about one recipient (account: the authenticated account, or "");
+ * the answer arrives by session_lookup_done(). False when the lookup process is
+ * unreachable. */
 bool worker_lookup_rcpt(struct worker *w, struct smtp_session *s, const char *listener,
-			const char *addr);
+			const char *addr, const char *account);
+/* Any question whose answer goes to the session (IPC_AUTH_REQ, IPC_SCRAM_REQ). */
+bool worker_ask_lookup(struct worker *w, struct smtp_session *s, enum ipc_type type,
+		       const char *payload, size_t n);
+/* A notice that needs no answer (IPC_AUTH_RESULT, IPC_RATE_RELEASE). */
+void worker_tell_lookup(struct worker *w, enum ipc_type type, const char *payload, size_t n);
 /* Forgets any lookup the session is waiting for (session closing). */
 void worker_lookup_cancel(struct worker *w, struct smtp_session *s);
 /* Adds a finished message to this loop iteration's group commit; the session hears

@@ -1,5 +1,6 @@
 /* The embedded store: <data_dir>/sealmail.db (SQLite, WAL) holding local domains, mailboxes
- * and aliases; schema versions in PRAGMA user_version; RCPT resolution (postmaster, aliases).
+ * and aliases (accounts, plans, logins and rate buckets: accounts.c, same connection); schema
+ * versions in PRAGMA user_version; RCPT resolution (postmaster, aliases).
  * Runs in the lookup process (store_resolve per RCPT) and in the CLI (admin changes).
  * Untrusted input: addresses from RCPT; they are parsed and normalized first and reach SQL
  * only as bound parameters, through statements prepared once at open. */
@@ -17,6 +18,7 @@
 #include <sqlite3.h>
 
 #include "smtp/parse.h"
+#include "store/store_int.h"
 #include "util/log.h"
 
 /* Alias hops store_resolve follows before it calls the chain a loop (candidate for limits.h
@@ -32,6 +34,40 @@ static const char *const migrations[] = {
     " domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,"
     " target TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX mailboxes_domain ON mailboxes(domain);",
+    /* 1 -> 2: the relay service: plans with hourly limits, customer accounts, their sending
+     * domains and SMTP logins (argon2id hash and SCRAM keys, never the password), and the
+     * per-minute recipient counts of the rolling hour (src/policy/rate.h). */
+    "CREATE TABLE plans ("
+    " name TEXT PRIMARY KEY NOT NULL,"
+    " hourly_limit INTEGER NOT NULL CHECK (hourly_limit > 0));"
+    "INSERT INTO plans (name, hourly_limit) VALUES"
+    " ('trial', 1000), ('standard', 1500), ('premium', 3000), ('professional', 5000);"
+    "CREATE TABLE accounts ("
+    " name TEXT PRIMARY KEY NOT NULL,"
+    " plan TEXT NOT NULL REFERENCES plans(name),"
+    " disabled INTEGER NOT NULL DEFAULT 0,"
+    " created INTEGER NOT NULL);"
+    "CREATE INDEX accounts_plan ON accounts(plan);"
+    "CREATE TABLE account_domains ("
+    " domain TEXT PRIMARY KEY NOT NULL,"
+    " account TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE);"
+    "CREATE INDEX account_domains_account ON account_domains(account);"
+    "CREATE TABLE logins ("
+    " name TEXT PRIMARY KEY NOT NULL,"
+    " account TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,"
+    " pwhash TEXT NOT NULL," /* argon2id, crypto_pwhash_str */
+    " scram_salt BLOB NOT NULL,"
+    " scram_iter INTEGER NOT NULL,"
+    " scram_stored BLOB NOT NULL,"
+    " scram_server BLOB NOT NULL,"
+    " created INTEGER NOT NULL);"
+    "CREATE INDEX logins_account ON logins(account);"
+    "CREATE TABLE rate_buckets ("
+    " account TEXT NOT NULL,"
+    " minute INTEGER NOT NULL,"
+    " count INTEGER NOT NULL,"
+    " PRIMARY KEY (account, minute));"
+    "CREATE INDEX rate_buckets_minute ON rate_buckets(minute);",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -64,7 +100,18 @@ struct store {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[ST__COUNT];
 	bool listing[ST__COUNT]; /* a list statement is being stepped (re-entry guard) */
+	struct store_acct *acct; /* accounts.c's statements */
 };
+
+sqlite3 *store_sqlite(struct store *st)
+{
+	return st->db;
+}
+
+struct store_acct *store_acct_of(struct store *st)
+{
+	return st->acct;
+}
 
 /* An address split the way the store keeps it. */
 struct store_addr {
@@ -375,8 +422,8 @@ struct store *store_open(const char *data_dir, bool seed_localhost, char *err, s
 		snprintf(err, errsz, "cannot use WAL journal (got \"%.10s\")", mode);
 		goto fail_path;
 	}
-	/* Every write today is an admin change, so FULL (fsync the WAL at each commit) costs
-	 * nothing that matters; revisit (NORMAL is safe in WAL) when counters are written here. */
+	/* Admin changes: FULL (fsync the WAL at each commit). The lookup process, which writes
+	 * a counter per recipient, switches to NORMAL (store_sync_normal). */
 	if (exec_sql(st->db, "PRAGMA synchronous = FULL", err, errsz) != SQLITE_OK ||
 	    exec_sql(st->db, "PRAGMA foreign_keys = ON", err, errsz) != SQLITE_OK)
 		goto fail_path;
@@ -396,6 +443,9 @@ struct store *store_open(const char *data_dir, bool seed_localhost, char *err, s
 			goto fail_path;
 		}
 	}
+	st->acct = store_acct_open(st->db, err, errsz);
+	if (st->acct == NULL)
+		goto fail_path;
 	return st;
 
 fail_path : {
@@ -409,10 +459,18 @@ fail:
 	return NULL;
 }
 
+void store_sync_normal(struct store *st)
+{
+	char err[128];
+	if (exec_sql(st->db, "PRAGMA synchronous = NORMAL", err, sizeof(err)) != SQLITE_OK)
+		log_warn("event=store_error op=synchronous error=\"%s\"", err);
+}
+
 void store_close(struct store *st)
 {
 	if (st == NULL)
 		return;
+	store_acct_close(st->acct);
 	for (int i = 0; i < ST__COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
 	sqlite3_close(st->db);

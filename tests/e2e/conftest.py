@@ -22,6 +22,11 @@ ENV_SAN = {
 }
 
 
+# Every test server has one relay account: sending domain sender.test, one login.
+TEST_LOGIN = "user@sender.test"
+TEST_PASSWORD = "test-password-1"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -62,6 +67,9 @@ class Server:
             run_cli(["domain", "add", d], conf=self.conf)
         for m in mailboxes:
             run_cli(["mailbox", "add", m], conf=self.conf)
+        run_cli(["account", "add", "testacct", "--plan", "professional"], conf=self.conf)
+        run_cli(["account", "domain", "add", "testacct", "sender.test"], conf=self.conf)
+        run_cli(["login", "add", TEST_LOGIN, "testacct"], conf=self.conf, input=TEST_PASSWORD + "\n")
         self.proc = None
 
     def start(self, wait=True):
@@ -231,6 +239,14 @@ class Dialog:
             if len(line) < 4 or line[3] != "-":
                 break
         return int(lines[-1][:3]), "\n".join(lines)
+
+    def auth(self, login=TEST_LOGIN, password=TEST_PASSWORD, expect=235):
+        """AUTH PLAIN with an initial response."""
+        import base64
+        tok = base64.b64encode(b"\0" + login.encode() + b"\0" + password.encode()).decode()
+        code, text = self.cmd("AUTH PLAIN " + tok)
+        assert code == expect, text
+        return code, text
 
     def starttls(self):
         code, text = self.cmd("STARTTLS")

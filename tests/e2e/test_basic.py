@@ -2,7 +2,7 @@
 and delivers it into Maildir with a Received header naming the TLS facts."""
 import smtplib
 
-from conftest import Dialog, client_tls_context, send_one, simple_message
+from conftest import TEST_LOGIN, TEST_PASSWORD, Dialog, client_tls_context, send_one, simple_message
 
 
 def test_starttls_delivery(server):
@@ -23,10 +23,11 @@ def test_implicit_tls_smtplib(server):
                          context=client_tls_context())
     s.ehlo("client.test")
     assert "starttls" not in s.esmtp_features
+    s.login(TEST_LOGIN, TEST_PASSWORD)
     s.sendmail("a@sender.test", ["bob@example.test"], simple_message())
     s.quit()
     m = server.wait_messages("bob@example.test", 1)[0].decode()
-    assert "with ESMTPS id" in m
+    assert "with ESMTPSA id" in m and TEST_LOGIN not in m
 
 
 def test_plain_mx_says_esmtp(server):

@@ -21,7 +21,7 @@ from conftest import BIN, ENV_SAN, Dialog, client_tls_context, send_one, simple_
 # ---- helpers ----
 
 def tls_session(port, mode="implicit", server_hostname="mx.example.test", ctx=None,
-                session=None, src=None, timeout=10):
+                session=None, src=None, timeout=10, auth=True):
     """A Dialog after TLS is up (implicit TLS or STARTTLS), with the greeting/EHLO done."""
     ctx = ctx or client_tls_context()
     d = Dialog(port, timeout=timeout, src=src)
@@ -37,11 +37,14 @@ def tls_session(port, mode="implicit", server_hostname="mx.example.test", ctx=No
         d.sock = ctx.wrap_socket(d.sock, server_hostname=server_hostname, session=session)
     code, text = d.cmd("EHLO client.test")
     assert code == 250, text
+    if auth and "AUTH" in text:
+        # the submission listeners need AUTH before MAIL
+        d.auth()
     return d
 
 
 def peer_serial(port, mode="implicit", server_hostname="mx.example.test"):
-    d = tls_session(port, mode, server_hostname)
+    d = tls_session(port, mode, server_hostname, auth=False)
     try:
         return certs.der_info(d.sock.getpeercert(binary_form=True))
     finally:

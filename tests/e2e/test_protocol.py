@@ -775,10 +775,14 @@ def test_submission_needs_starttls(server):
     expect(d, "MAIL FROM:<a@sender.test>", 503, "5.5.1")
     t = expect(d, "EHLO client.test", 250)
     assert "STARTTLS" not in t, t
+    assert "AUTH PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-256-PLUS" in t, t
+    # RFC 6409 4.3: submission wants AUTH before MAIL
+    expect(d, "MAIL FROM:<a@sender.test>", 530, "5.7.0")
+    d.auth()
     qid = transaction(d, rcpts=(who,))
     d.cmd("QUIT")
     m = deliver(server, who)[0].decode()
-    assert "with ESMTPS id %s" % qid in m
+    assert "with ESMTPSA id %s" % qid in m
 
 
 def test_auth_before_tls_refused_on_mx(server):
@@ -794,10 +798,11 @@ def test_starttls_not_offered_on_implicit_tls(server):
     assert "STARTTLS" not in t, t
     expect(d, "STARTTLS", 503, "5.5.1")
     # the session goes on over TLS
+    d.auth()
     qid = transaction(d, rcpts=(who,))
     d.cmd("QUIT")
     m = deliver(server, who)[0].decode()
-    assert "with ESMTPS id %s" % qid in m and "(using TLSv1.3 with cipher" in m
+    assert "with ESMTPSA id %s" % qid in m and "(using TLSv1.3 with cipher" in m
 
 
 def test_ehlo_after_starttls_has_no_starttls(server):
