@@ -492,21 +492,16 @@ int spool_commit(struct spool *sp, struct spool_msg **msgs, size_t n)
 			err = EINVAL;
 		}
 	}
-	/* 1. data durable: never rename a file whose bytes might not be on disk. Writeback of
-	 * every file starts first; then each is fdatasync'd. On journalling file systems the
-	 * first fdatasync commits the transaction holding all of them, so the others return at
-	 * once (group commit), and unlike syncfs() nobody else's dirty data is flushed. */
+	/* 1. data durable: never rename a file whose bytes might not be on disk. One message:
+	 * its own fdatasync. A group: one syncfs() of the spool's file system writes them all
+	 * with one device flush, where per-file syncs would each wait for the disk (file
+	 * systems without a journal, or whose journal does not batch separate fsyncs). */
 	if (rc == 0) {
-		if (n > 1)
-			for (i = 0; i < n; i++)
-				sync_file_range(msgs[i]->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-		for (i = 0; i < n; i++) {
-			if (fdatasync(msgs[i]->fd) < 0) {
-				rc = -1;
-				err = errno;
-				log_err("event=spool_sync_failed n=%zu errno=%d", n, errno);
-				break;
-			}
+		int r = n == 1 ? fdatasync(msgs[0]->fd) : syncfs(msgs[0]->fd);
+		if (r < 0) {
+			rc = -1;
+			err = errno;
+			log_err("event=spool_sync_failed n=%zu errno=%d", n, errno);
 		}
 	}
 	/* 2. visible in queue/ */

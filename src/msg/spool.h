@@ -66,8 +66,8 @@ int spool_write(struct spool_msg *m, const void *p, size_t n);
 int spool_finish(struct spool_msg *m);
 /* Group commit: makes every finished message in msgs[0..n) durable and visible in queue/:
  * data synced, renamed into queue/, queue/ directory synced — all before returning 0. With
- * several messages the syncs are shared (writeback of all starts at once, so the first
- * fdatasync commits them all on journalling file systems; one sync of the directory). On failure returns -1 and none of the messages may be acknowledged (some
+ * several messages the syncs are shared (one syncfs() for the data of all, one sync of the
+ * directory). On failure returns -1 and none of the messages may be acknowledged (some
  * may still be in queue/; they are complete and will be delivered, which is allowed: a
  * client that got 451 may send again, at worst a duplicate). Frees every spool_msg. */
 int spool_commit(struct spool *sp, struct spool_msg **msgs, size_t n);

@@ -410,6 +410,18 @@ int maildir_sync_staged(const char *root, const char *name, bool start_only)
 	return rc;
 }
 
+int maildir_sync_fs(const char *root)
+{
+	int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = syncfs(fd);
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
+
 int maildir_sync_new(const char *root)
 {
 	int fd = open_sub(root, "new");

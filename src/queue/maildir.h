@@ -28,6 +28,8 @@ int maildir_stage(const char *root, const char *prefix, size_t prefix_len, int f
 int maildir_sync_staged(const char *root, const char *name, bool start_only);
 int maildir_publish(const char *root, const char *name);
 int maildir_sync_new(const char *root);
+/* syncfs(2) of the file system holding root: makes every staged copy durable at once. */
+int maildir_sync_fs(const char *root);
 void maildir_unstage(const char *root, const char *name);
 
 /* The Maildir directory for a local mailbox address "user@domain" under mail_root:

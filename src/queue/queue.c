@@ -158,11 +158,10 @@ static void deliver_batch(struct queue *q)
 		if (fd >= 0)
 			close(fd);
 	}
-	/* 1. every staged copy durable in tmp/ (writeback of all first: the first fdatasync
-	 * then commits them together on a journalling file system) */
-	for (int i = 0; i < ncopies; i++)
-		maildir_sync_staged(copies[i].root, copies[i].name, true);
-	for (int i = 0; i < ncopies; i++) {
+	/* 1. every staged copy durable in tmp/: one copy, its fdatasync; several, one syncfs()
+	 * of the mail file system (one device flush for all) */
+	bool group_ok = ncopies > 1 && maildir_sync_fs(copies[0].root) == 0;
+	for (int i = 0; i < ncopies && !group_ok; i++) {
 		struct copy *c = &copies[i];
 		if (maildir_sync_staged(c->root, c->name, false) != 0) {
 			log_warn("event=deferred qid=%s to=<%s> relay=local status=deferred error=\"%s\"",
