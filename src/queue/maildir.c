@@ -222,90 +222,22 @@ out:
 }
 
 int maildir_deliver(const char *root, const char *prefix, size_t prefix_len, int fd,
-                    uint64_t body_off, uint64_t body_len, char *out_name)
+		    uint64_t body_off, uint64_t body_len, char *out_name)
 {
 	char name[MAILDIR_NAME_MAX];
-	int tmpfd = -1, newfd = -1, f = -1;
-	int rc = -1, saved;
-	bool in_tmp = false, in_new = false;
-
-	if (root == NULL || root[0] == '\0' || (prefix == NULL && prefix_len > 0) ||
-	    body_len > UINT64_MAX - prefix_len) {
-		errno = EINVAL;
+	if (maildir_stage(root, prefix, prefix_len, fd, body_off, body_len, name) < 0)
+		return -1;
+	if (maildir_sync_staged(root, name, false) < 0 || maildir_publish(root, name) < 0) {
+		int saved = errno;
+		maildir_unstage(root, name);
+		errno = saved;
 		return -1;
 	}
-	tmpfd = open_sub(root, "tmp");
-	if (tmpfd < 0 && errno == ENOENT) {
-		if (make_maildir(root) < 0)
-			goto out;
-		tmpfd = open_sub(root, "tmp");
-	}
-	if (tmpfd < 0)
-		goto out;
-	newfd = open_sub(root, "new");
-	if (newfd < 0 && errno == ENOENT) {
-		if (make_maildir(root) < 0)
-			goto out;
-		newfd = open_sub(root, "new");
-	}
-	if (newfd < 0)
-		goto out;
-
-	for (int tries = 0;; tries++) {
-		unique_name(name, sizeof(name), (uint64_t)prefix_len + body_len);
-		f = openat(tmpfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (f >= 0)
-			break;
-		if (errno != EEXIST || tries >= 4)
-			goto out;
-	}
-	in_tmp = true;
-	if (copy_in(f, prefix, prefix_len, fd, body_off, body_len) < 0)
-		goto out;
-	if (fsync(f) < 0)
-		goto out;
-	/* close can report a deferred write error (NFS): it must not be ignored */
-	{
-		int cf = f;
-		f = -1;
-		if (close(cf) < 0)
-			goto out;
-	}
-	/* link() never replaces an existing message; fall back to a no-replace rename where
-	 * the file system has no hard links */
-	if (linkat(tmpfd, name, newfd, name, 0) == 0) {
-		in_new = true;
-		if (unlinkat(tmpfd, name, 0) == 0)
-			in_tmp = false;
-	} else if (errno == EPERM || errno == ENOTSUP || errno == EOPNOTSUPP) {
-		if (renameat2(tmpfd, name, newfd, name, RENAME_NOREPLACE) < 0)
-			goto out;
-		in_new = true;
-		in_tmp = false;
-	} else {
-		goto out;
-	}
-	if (fsync(newfd) < 0)
-		goto out;
-	in_new = false; /* delivered: keep it */
+	if (maildir_sync_new(root) < 0)
+		return -1; /* linked but not known durable: the caller retries (at least once) */
 	if (out_name != NULL)
 		snprintf(out_name, MAILDIR_NAME_MAX, "%s", name);
-	rc = 0;
-out:
-	saved = errno;
-	if (f >= 0)
-		close(f);
-	/* not durable in new/: take it back (best effort) so the retry is the only copy */
-	if (in_new && unlinkat(newfd, name, 0) < 0 && errno != ENOENT)
-		log_warn("event=maildir_cleanup_failed errno=%d", errno);
-	if (in_tmp && unlinkat(tmpfd, name, 0) < 0 && errno != ENOENT)
-		log_warn("event=maildir_cleanup_failed errno=%d", errno);
-	if (tmpfd >= 0)
-		close(tmpfd);
-	if (newfd >= 0)
-		close(newfd);
-	errno = saved;
-	return rc;
+	return 0;
 }
 
 int maildir_stage(const char *root, const char *prefix, size_t prefix_len, int fd,
