@@ -58,6 +58,11 @@ $(SAN)/libsealmail.a: $(SAN_OBJS)
 $(SAN)/sealmail: $(SAN)/src/main.o $(SAN)/libsealmail.a
 	$(CC) $(SAN_FLAGS) -o $@ $^ $(PKG_LIBS)
 
+# SCRAM-SHA-256(-PLUS) test client for tests/e2e/test_auth.py (tls-exporter needs C)
+$(SAN)/tools/scram_client: tests/tools/scram_client.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(PKG_CFLAGS) $(SAN_FLAGS) -o $@ $< $(PKG_LIBS)
+
 $(SAN)/tests/%: tests/unit/%.c $(SAN)/libsealmail.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -Isrc $(PKG_CFLAGS) $(SAN_FLAGS) -o $@ $< $(SAN)/libsealmail.a $(PKG_LIBS) $$(pkg-config --libs cmocka)
@@ -80,8 +85,8 @@ deps:
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-e2e: $(SAN)/sealmail
-	SEALMAIL_BIN=$(CURDIR)/$(SAN)/sealmail $(PYTHON) -m pytest -q -x -p no:cacheprovider tests/e2e
+e2e: $(SAN)/sealmail $(SAN)/tools/scram_client
+	SEALMAIL_BIN=$(CURDIR)/$(SAN)/sealmail SCRAM_CLIENT=$(CURDIR)/$(SAN)/tools/scram_client $(PYTHON) -m pytest -q -x -p no:cacheprovider tests/e2e
 
 fuzz-quick: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/corpus/$$n; \

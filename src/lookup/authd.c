@@ -59,20 +59,33 @@ struct authd {
 	struct event *done_ev;
 	char dummy_hash[crypto_pwhash_STRBYTES];
 	unsigned char fake_key[32]; /* fake SCRAM salts for unknown logins (no enumeration) */
+	unsigned char hash_key[crypto_shorthash_KEYBYTES]; /* the failure table's hash */
 };
+
+/* How a record ranks for reuse: free first, then one not blocked, then the oldest. */
+static int fail_rank(const struct failrec *f, time_t now)
+{
+	return !f->used ? 0 : f->blocked_until <= now ? 1 : 2;
+}
 
 static struct failrec *fail_find(struct authd *a, const char *key, bool create)
 {
 	struct failrec *oldest = NULL;
-	unsigned h = 2166136261u;
-	for (const char *p = key; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
-	/* open addressing over a small probe range; the oldest record in range is reused */
+	time_t now = time(NULL);
+	/* SipHash with a secret key: a client cannot make up names that all land in the
+	 * probe range of another's record to push it (and its block) out */
+	unsigned char hv[crypto_shorthash_BYTES];
+	crypto_shorthash(hv, (const unsigned char *)key, strlen(key), a->hash_key);
+	unsigned h = (unsigned)hv[0] | (unsigned)hv[1] << 8 | (unsigned)hv[2] << 16 |
+		     (unsigned)hv[3] << 24;
+	/* open addressing over a small probe range; a free record in range is used, else the
+	 * oldest that is not blocked, else the oldest */
 	for (int i = 0; i < 16; i++) {
 		struct failrec *f = &a->fails[(h + (unsigned)i) % LIM_AUTH_TRACKED];
 		if (f->used && strcmp(f->key, key) == 0)
 			return f;
-		if (!f->used || !oldest || (oldest->used && f->first < oldest->first))
+		if (!oldest || fail_rank(f, now) < fail_rank(oldest, now) ||
+		    (fail_rank(f, now) == fail_rank(oldest, now) && f->used && f->first < oldest->first))
 			oldest = f;
 	}
 	if (!create)
@@ -188,7 +201,8 @@ static void *hash_thread(void *arg)
 						   strlen(j->password)) == 0 &&
 			  j->known;
 		sodium_memzero(j->password, sizeof(j->password));
-		if (!ok)
+		/* a store error stays a temporary failure (454), never a wrong password */
+		if (!ok && j->status != IPC_AUTH_TEMPFAIL)
 			j->status = IPC_AUTH_FAIL;
 
 		pthread_mutex_lock(&a->mu);
@@ -218,10 +232,11 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
 		char safe[SASL_USER_MAX + 1];
 		log_safe(safe, sizeof(safe), j->login, strlen(j->login));
 		bool ok = j->status == IPC_AUTH_OK;
-		if (j->status != IPC_AUTH_DISABLED)
+		if (j->status != IPC_AUTH_DISABLED && j->status != IPC_AUTH_TEMPFAIL)
 			note_result(a, j->ip, j->login, ok);
 		log_info("event=auth ip=%s login=%s mech=password result=%s", j->ip, safe,
-			 ok ? "ok" : j->status == IPC_AUTH_DISABLED ? "disabled" : "failed");
+			 ok ? "ok" : j->status == IPC_AUTH_DISABLED ? "disabled"
+			    : j->status == IPC_AUTH_TEMPFAIL ? "tempfail" : "failed");
 		reply(j->client, IPC_AUTH_REP, j->id, j->status, ok ? j->info : "", ok ? j->info_len : 0);
 		lookup_client_unref(j->client);
 		free(j);
@@ -237,6 +252,7 @@ struct authd *authd_new(struct lookup *lk)
 	if (pipe2(a->pipefd, O_NONBLOCK | O_CLOEXEC) != 0)
 		fatal("pipe: %s", strerror(errno));
 	randombytes_buf(a->fake_key, sizeof(a->fake_key));
+	crypto_shorthash_keygen(a->hash_key);
 	/* unknown logins are checked against this hash so they take as long as known ones */
 	char pw[33];
 	randombytes_buf(pw, 32);

@@ -15,6 +15,7 @@
 
 #include "auth/sasl.h"
 #include "auth/scram.h"
+#include "policy/rate.h"
 #include "smtp/session_int.h"
 #include "smtp/worker.h"
 #include "util/log.h"
@@ -395,6 +396,7 @@ void session_auth_reply(struct smtp_session *s, enum ipc_type type, enum ipc_aut
 	if (len < sizeof(struct scram_creds)) {
 		session_reply(s, "454 4.7.0 Temporary authentication failure");
 		exchange_end(s);
+		session_process(s);
 		return;
 	}
 	if (!s->auth.creds)
@@ -412,6 +414,7 @@ void session_auth_reply(struct smtp_session *s, enum ipc_type type, enum ipc_aut
 	if (scram_server_first(s->auth.scram, s->auth.creds, out, sizeof(out)) != SCRAM_OK) {
 		session_reply(s, "454 4.7.0 Temporary authentication failure");
 		exchange_end(s);
+		session_process(s);
 		return;
 	}
 	s->auth.step = 1;
@@ -451,41 +454,115 @@ const char *auth_check_sender(struct smtp_session *s, const struct smtp_addr *fr
 	return msg;
 }
 
-/* Every address in the From: field(s) must be in the account's domains: with angle
- * brackets only what is inside them counts (display names may contain '@'). */
-static bool from_value_ok(struct smtp_session *s, const char *v, size_t n, char *bad, size_t badsz)
+/* The header section session.c keeps for this check (keep_headers): a longer one arrives
+ * cut at this length. */
+#define FROM_CHECK_HEADERS_MAX 16384
+
+/* Checks the domain after the '@' at v[at]; false (the domain in bad) when not owned. */
+static bool at_domain_ok(struct smtp_session *s, const char *v, size_t n, size_t at, char *bad,
+			 size_t badsz)
 {
-	bool angle = memchr(v, '<', n) != NULL;
-	bool in = false;
-	int paren = 0;
-	bool quoted = false;
-	for (size_t i = 0; i < n; i++) {
-		char c = v[i];
-		if (c == '"' && !paren)
-			quoted = !quoted;
-		if (quoted)
-			continue;
-		if (c == '(')
-			paren++;
-		else if (c == ')' && paren)
-			paren--;
-		if (paren)
-			continue;
-		if (c == '<')
-			in = true;
-		else if (c == '>')
-			in = false;
-		if (c != '@' || (angle && !in))
-			continue;
-		size_t j = i + 1;
-		while (j < n && !strchr(">,; \t\r\n()\"", v[j]))
-			j++;
-		if (!domain_owned(s, v + i + 1, j - i - 1)) {
-			log_safe(bad, badsz, v + i + 1, j - i - 1);
+	size_t j = at + 1;
+	while (j < n && !strchr("<>,;: \t\r\n()\"\\", v[j]))
+		j++;
+	if (domain_owned(s, v + at + 1, j - at - 1))
+		return true;
+	log_safe(bad, badsz, v + at + 1, j - at - 1);
+	if (!bad[0])
+		snprintf(bad, badsz, "(empty domain)");
+	return false;
+}
+
+/* Every address of a From: field value (RFC 5322 3.4: a mailbox-list, with groups, and the
+ * obsolete forms) must be in the account's domains. A scanner that knows quoted strings and
+ * comments (nested) with their quoted-pairs, angle brackets and the separators of mailboxes
+ * and groups. In a mailbox with angle brackets only the '@'s inside them count (a display
+ * name may contain '@'); in one without, every '@' outside quotes and comments. An
+ * unterminated quoted string or comment is refused: clients would show what it hides. */
+static bool from_value_ok(struct smtp_session *s, const char *v, size_t n, char *bad, size_t badsz,
+			  bool *malformed)
+{
+	size_t i = 0;
+	*malformed = false;
+	while (i < n) {
+		/* one mailbox (or a group's display name): up to a ',', ';' or ':' outside quotes,
+		 * comments and angle brackets */
+		size_t start = i;
+		bool quoted = false, in_angle = false, has_angle = false;
+		int paren = 0;
+		for (; i < n; i++) {
+			char c = v[i];
+			if (quoted || paren) {
+				if (c == '\\')
+					i++; /* quoted-pair: the next octet is literal */
+				else if (quoted && c == '"')
+					quoted = false;
+				else if (!quoted && c == '(')
+					paren++;
+				else if (!quoted && c == ')')
+					paren--;
+				continue;
+			}
+			if (c == '"')
+				quoted = true;
+			else if (c == '(')
+				paren = 1;
+			else if (c == '<')
+				in_angle = has_angle = true;
+			else if (c == '>')
+				in_angle = false;
+			else if (!in_angle && (c == ',' || c == ';' || c == ':'))
+				break;
+		}
+		if (quoted || paren) {
+			snprintf(bad, badsz, "%s", quoted ? "quoted string" : "comment");
+			*malformed = true;
 			return false;
 		}
+		/* the same mailbox again, now checking its addresses */
+		size_t end = i;
+		quoted = in_angle = false;
+		paren = 0;
+		for (size_t k = start; k < end; k++) {
+			char c = v[k];
+			if (quoted || paren) {
+				if (c == '\\')
+					k++;
+				else if (quoted && c == '"')
+					quoted = false;
+				else if (!quoted && c == '(')
+					paren++;
+				else if (!quoted && c == ')')
+					paren--;
+				continue;
+			}
+			if (c == '"')
+				quoted = true;
+			else if (c == '(')
+				paren = 1;
+			else if (c == '<')
+				in_angle = true;
+			else if (c == '>')
+				in_angle = false;
+			else if (c == '@' && (in_angle || !has_angle) &&
+				 !at_domain_ok(s, v, end, k, bad, badsz))
+				return false;
+		}
+		i = end + 1;
 	}
 	return true;
+}
+
+/* "From" [WSP] ":" at h (RFC 5322 4.5.3 obs-optional: white space before the colon);
+ * returns the offset of the value, or 0. */
+static size_t from_field(const char *h, size_t n)
+{
+	if (n < 5 || strncasecmp(h, "From", 4) != 0)
+		return 0;
+	size_t k = 4;
+	while (k < n && (h[k] == ' ' || h[k] == '\t'))
+		k++;
+	return k < n && h[k] == ':' ? k + 1 : 0;
 }
 
 const char *auth_check_from_header(struct smtp_session *s)
@@ -495,6 +572,13 @@ const char *auth_check_from_header(struct smtp_session *s)
 		return NULL;
 	const char *h = s->tx->headers;
 	size_t n = s->tx->headers_len;
+	if (n >= FROM_CHECK_HEADERS_MAX) {
+		/* a From: field past what we keep would go unchecked */
+		snprintf(msg, sizeof(msg),
+			 "553 5.7.1 Error: header section longer than %d octets; the From: field cannot be checked",
+			 FROM_CHECK_HEADERS_MAX);
+		return msg;
+	}
 	for (size_t i = 0; i < n;) {
 		size_t e = i;
 		/* the field with its folded continuation lines */
@@ -504,12 +588,19 @@ const char *auth_check_from_header(struct smtp_session *s)
 			if (e >= n || (h[e] != ' ' && h[e] != '\t'))
 				break;
 		}
-		if (e - i > 5 && strncasecmp(h + i, "From:", 5) == 0) {
+		size_t vo = from_field(h + i, e - i);
+		if (vo) {
 			char bad[LIM_DOMAIN + 1];
-			if (!from_value_ok(s, h + i + 5, e - i - 5, bad, sizeof(bad))) {
-				snprintf(msg, sizeof(msg),
-					 "553 5.7.1 Error: From: header address in %s is not in the domains of account %s",
-					 bad, s->auth.account);
+			bool malformed;
+			if (!from_value_ok(s, h + i + vo, e - i - vo, bad, sizeof(bad), &malformed)) {
+				if (malformed)
+					snprintf(msg, sizeof(msg),
+						 "553 5.7.1 Error: From: header with an unterminated %s",
+						 bad);
+				else
+					snprintf(msg, sizeof(msg),
+						 "553 5.7.1 Error: From: header address in %s is not in the domains of account %s",
+						 bad, s->auth.account);
 				return msg;
 			}
 		}
@@ -523,8 +614,14 @@ void auth_release_counted(struct smtp_session *s)
 	if (!s->tx || s->tx->counted == 0 || !s->auth.done)
 		return;
 	char payload[128];
+	/* counted_since is when this process heard of the first count, a moment after the
+	 * lookup process made it: across a minute boundary the count sits in the minute
+	 * before, and a release from counted_since's minute on would miss it (the account
+	 * would lose the capacity for an hour, or take another transaction's newer count).
+	 * One bucket of margin: the release is still at most `counted`, newest first. */
 	int n = snprintf(payload, sizeof(payload), "%s%c%u%c%lld", s->auth.account, 0,
-			 s->tx->counted, 0, (long long)s->tx->counted_since);
+			 s->tx->counted, 0,
+			 (long long)s->tx->counted_since - RATE_BUCKET_SECONDS);
 	if (n > 0 && (size_t)n < sizeof(payload))
 		worker_tell_lookup(s->w, IPC_RATE_RELEASE, payload, (size_t)n);
 	s->tx->counted = 0;
