@@ -29,6 +29,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <regex.h>
 #include <signal.h>
@@ -70,6 +71,14 @@ static struct {
 	int src_addrs;
 	int max_per_src;
 	bool json;
+	bool auth_only;
+	/* NOOP probe: one extra plain session, NOOP every probe_interval ms */
+	long probe_max;
+	long probe_per_session;
+	double probe_interval;
+	int probe_port;
+	const char *probe_src;
+	bool probe_only;
 } o = {
     .host = "127.0.0.1",
     .port = 25,
@@ -86,6 +95,8 @@ static struct {
     .timeout = 10,
     .threads = 1,
     .src_addrs = 1,
+    .probe_interval = 10,
+    .probe_per_session = 5000,
 };
 
 static void usage(FILE *f)
@@ -106,6 +117,8 @@ static void usage(FILE *f)
 	    "  --to ADDR          RCPT TO                                 [bench@localhost]\n"
 	    "  --ehlo NAME        EHLO argument                           [smtpload.localhost]\n"
 	    "  --auth USER:PASS   AUTH PLAIN after the (TLS) EHLO\n"
+	    "  --auth-only        with --auth: each connection ends after the 235 (QUIT), no\n"
+	    "                     message; ok/latency/msgs/s then count logins\n"
 	    "  --idle N           idle mode: open N TLS sessions (STARTTLS unless --tls),\n"
 	    "                     --conns at a time, hold them, report server memory, QUIT\n"
 	    "  --idle-secs S      how long to hold the idle sessions      [10]\n"
@@ -119,6 +132,17 @@ static void usage(FILE *f)
 	    "                     to stay under a server's per-IP connection limit  [1]\n"
 	    "  --max-per-src K    pick --src-addrs so that at most K slots share an address\n"
 	    "                     (note: a server may do PTR lookups for 127.0.0.2 and up)\n"
+	    "  --probe-noop N     NOOP probe: one extra plain session (banner, EHLO, set up\n"
+	    "                     before the load starts) sends NOOP every --probe-interval\n"
+	    "                     ms while the load runs, at most N times; reports the\n"
+	    "                     NOOP->reply latency percentiles\n"
+	    "  --probe-interval MS  one NOOP every MS ms (at once if a reply was later) [10]\n"
+	    "  --probe-port N     port of the probe session                [--port]\n"
+	    "  --probe-per-session K  renew the probe session (QUIT, connect, EHLO; not\n"
+	    "                     measured) every K NOOPs; Postfix counts NOOP as a junk\n"
+	    "                     command and slows down after 100            [5000]\n"
+	    "  --probe-src ADDR   source address of the probe session (loopback) [kernel's]\n"
+	    "  --probe-only       no load: only the probe, N NOOPs (bounded by --duration)\n"
 	    "  --json             one JSON object on stdout instead of text\n");
 }
 
@@ -630,6 +654,17 @@ static bool handle_reply(struct conn *c, int code, long len)
 		if (code != 235)
 			break;
 		c->authed = true;
+		if (o.auth_only && !g_idle_mode) { /* one login per connection, no message */
+			double t = now();
+			record_latency(c->w, (t - c->t_msg) * 1000.0);
+			c->w->last_ok = t;
+			atomic_fetch_add(&g_ok, 1);
+			c->in_msg = false;
+			c->on_conn++;
+			send_cmd(c, S_QUIT, "QUIT\r\n");
+			c->deadline = now() + (o.timeout < 5 ? o.timeout : 5);
+			return false;
+		}
 		session_ready(c);
 		return false;
 	case S_MAIL:
@@ -1338,6 +1373,13 @@ static int parse_args(int argc, char **argv)
 		O_SRC,
 		O_MAXPERSRC,
 		O_JSON,
+		O_AUTHONLY,
+		O_PROBE,
+		O_PROBEINT,
+		O_PROBEPORT,
+		O_PROBEPERSESS,
+		O_PROBESRC,
+		O_PROBEONLY,
 		O_HELP
 	};
 	static const struct option lo[] = {
@@ -1364,6 +1406,13 @@ static int parse_args(int argc, char **argv)
 	    {"src-addrs", 1, 0, O_SRC},
 	    {"max-per-src", 1, 0, O_MAXPERSRC},
 	    {"json", 0, 0, O_JSON},
+	    {"auth-only", 0, 0, O_AUTHONLY},
+	    {"probe-noop", 1, 0, O_PROBE},
+	    {"probe-interval", 1, 0, O_PROBEINT},
+	    {"probe-port", 1, 0, O_PROBEPORT},
+	    {"probe-per-session", 1, 0, O_PROBEPERSESS},
+	    {"probe-src", 1, 0, O_PROBESRC},
+	    {"probe-only", 0, 0, O_PROBEONLY},
 	    {"help", 0, 0, O_HELP},
 	    {0, 0, 0, 0},
 	};
@@ -1483,6 +1532,37 @@ static int parse_args(int argc, char **argv)
 		case O_JSON:
 			o.json = true;
 			break;
+		case O_AUTHONLY:
+			o.auth_only = true;
+			break;
+		case O_PROBE:
+			if (parse_long(optarg, 1, 100000000, &v))
+				bad = "--probe-noop";
+			else
+				o.probe_max = v;
+			break;
+		case O_PROBEINT:
+			if (parse_double(optarg, 0, 60000, &o.probe_interval))
+				bad = "--probe-interval";
+			break;
+		case O_PROBEPORT:
+			if (parse_long(optarg, 1, 65535, &v))
+				bad = "--probe-port";
+			else
+				o.probe_port = (int)v;
+			break;
+		case O_PROBEPERSESS:
+			if (parse_long(optarg, 1, 100000000, &v))
+				bad = "--probe-per-session";
+			else
+				o.probe_per_session = v;
+			break;
+		case O_PROBESRC:
+			o.probe_src = optarg;
+			break;
+		case O_PROBEONLY:
+			o.probe_only = true;
+			break;
 		case 'h':
 		case O_HELP:
 			usage(stdout);
@@ -1508,6 +1588,20 @@ static int parse_args(int argc, char **argv)
 		fprintf(stderr, "smtpload: --from/--to/--ehlo must be bare addresses/names\n");
 		return -1;
 	}
+	if (o.auth_only && !o.auth) {
+		fprintf(stderr, "smtpload: --auth-only needs --auth\n");
+		return -1;
+	}
+	if (o.probe_only && !o.probe_max) {
+		fprintf(stderr, "smtpload: --probe-only needs --probe-noop N\n");
+		return -1;
+	}
+	if (o.probe_max && o.idle) {
+		fprintf(stderr, "smtpload: --probe-noop does not combine with --idle\n");
+		return -1;
+	}
+	if (!o.probe_port)
+		o.probe_port = o.port;
 	if (o.idle) {
 		if (!o.tls)
 			o.starttls = true;
@@ -1620,6 +1714,412 @@ static double cpu_ms_self(void)
 	       (double)ru.ru_stime.tv_sec * 1e3 + (double)ru.ru_stime.tv_usec / 1e3;
 }
 
+/* ---------------------------------------------------------------- NOOP probe */
+
+/* One extra plain session on --probe-port, driven by its own thread with blocking I/O and
+ * poll() deadlines: banner and EHLO before the load starts, then a NOOP every
+ * --probe-interval ms until the load ends (or --probe-noop NOOPs were sent). The latency of
+ * a NOOP runs from its send() to the end of its reply. The schedule is fixed-rate: the k-th
+ * NOOP is due at start + k * interval; when a reply came later than the next due time, the
+ * next NOOP goes at once and the schedule restarts from there (no catch-up burst). The
+ * session is renewed (QUIT, new connection, banner, EHLO) every --probe-per-session NOOPs,
+ * before the server's per-session command limit (sealmail: 10000 commands; Postfix: 100
+ * junk commands, then 1 s pauses and a 421); the renewal is not a NOOP sample, its time is
+ * reported apart (probe_reopen_max_ms). */
+
+static struct {
+	pthread_t th;
+	atomic_int stop;  /* set when the load is over */
+	atomic_int ready; /* 1: first session set up, -1: could not set one up */
+	atomic_int done;  /* the probe thread has finished */
+	double *lat;
+	size_t n, cap;
+	long failed;   /* NOOPs without a 250 within --timeout (or the session died) */
+	long sessions; /* sessions set up */
+	long setup_failed;
+	double reopen_max_ms; /* slowest renewal: connect + banner + EHLO */
+	double t_first, t_last;
+	char err[200];
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	struct sockaddr_in src;
+	bool bind_src;
+} P;
+
+static void probe_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void probe_err(const char *fmt, ...)
+{
+	if (P.err[0])
+		return; /* keep the first */
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(P.err, sizeof P.err, fmt, ap);
+	va_end(ap);
+	for (char *p = P.err; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = ' ';
+}
+
+struct pconn {
+	int fd;
+	char in[4096];
+	size_t inlen;
+};
+
+/* Waits for fd to be ready for ev until the absolute time `until`. 1 ready, 0 timeout. */
+static int probe_wait(int fd, short ev, double until)
+{
+	for (;;) {
+		double left = until - now();
+		if (left <= 0)
+			return 0;
+		struct pollfd pf = {.fd = fd, .events = ev};
+		int r = poll(&pf, 1, (int)(left * 1000) + 1);
+		if (r > 0)
+			return 1;
+		if (r < 0 && errno != EINTR)
+			return -1;
+	}
+}
+
+static int probe_send(struct pconn *pc, const char *s, double until)
+{
+	size_t n = strlen(s), off = 0;
+	while (off < n) {
+		ssize_t r = send(pc->fd, s + off, n - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (r > 0) {
+			off += (size_t)r;
+			continue;
+		}
+		if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+			if (probe_wait(pc->fd, POLLOUT, until) <= 0)
+				return -1;
+			continue;
+		}
+		return -1;
+	}
+	return 0;
+}
+
+/* Reads one complete reply; returns its code, -1 on error/timeout (why in *why). */
+static int probe_reply(struct pconn *pc, double until, const char **why)
+{
+	for (;;) {
+		/* a complete reply: lines "DDD-..." then "DDD ..." */
+		size_t pos = 0;
+		while (pos < pc->inlen) {
+			char *nl = memchr(pc->in + pos, '\n', pc->inlen - pos);
+			if (!nl)
+				break;
+			const char *l = pc->in + pos;
+			size_t len = (size_t)(nl - l);
+			if (len < 3 || !isdigit((unsigned char)l[0]) ||
+			    !isdigit((unsigned char)l[1]) || !isdigit((unsigned char)l[2])) {
+				*why = "malformed reply";
+				return -1;
+			}
+			pos += len + 1;
+			if (len == 3 || l[3] != '-') {
+				int code = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
+				memmove(pc->in, pc->in + pos, pc->inlen - pos);
+				pc->inlen -= pos;
+				return code;
+			}
+		}
+		if (pc->inlen == sizeof pc->in) {
+			*why = "reply too long";
+			return -1;
+		}
+		size_t room = sizeof pc->in - pc->inlen;
+		ssize_t r = recv(pc->fd, pc->in + pc->inlen, room, MSG_DONTWAIT);
+		if (r > 0) {
+			pc->inlen += (size_t)r;
+			continue;
+		}
+		if (r == 0) {
+			*why = "connection closed by server";
+			return -1;
+		}
+		if (errno != EAGAIN && errno != EINTR) {
+			*why = strerror(errno);
+			return -1;
+		}
+		int w = probe_wait(pc->fd, POLLIN, until);
+		if (w <= 0) {
+			*why = w == 0 ? "timeout" : strerror(errno);
+			return -1;
+		}
+	}
+}
+
+static void probe_close(struct pconn *pc, bool quit)
+{
+	if (pc->fd < 0)
+		return;
+	if (quit && probe_send(pc, "QUIT\r\n", now() + 1) == 0) {
+		const char *why;
+		probe_reply(pc, now() + 1, &why);
+	}
+	close(pc->fd);
+	pc->fd = -1;
+	pc->inlen = 0;
+}
+
+/* connect, banner, EHLO. 0 = ready. */
+static int probe_open(struct pconn *pc)
+{
+	pc->inlen = 0;
+	pc->fd = socket(P.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (pc->fd < 0) {
+		probe_err("probe socket: %s", strerror(errno));
+		return -1;
+	}
+	int one = 1;
+	setsockopt(pc->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if (P.bind_src && bind(pc->fd, (struct sockaddr *)&P.src, sizeof P.src) < 0) {
+		probe_err("probe bind %s: %s", o.probe_src, strerror(errno));
+		goto fail;
+	}
+	double until = now() + o.timeout;
+	if (connect(pc->fd, (struct sockaddr *)&P.addr, P.addrlen) < 0) {
+		if (errno != EINPROGRESS) {
+			probe_err("probe connect: %s", strerror(errno));
+			goto fail;
+		}
+		if (probe_wait(pc->fd, POLLOUT, until) <= 0) {
+			probe_err("probe connect: timeout");
+			goto fail;
+		}
+		int err = 0;
+		socklen_t el = sizeof err;
+		getsockopt(pc->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+		if (err) {
+			probe_err("probe connect: %s", strerror(err));
+			goto fail;
+		}
+	}
+	const char *why = "";
+	int code = probe_reply(pc, until, &why);
+	if (code != 220) {
+		probe_err("probe banner: %s", code < 0 ? why : "not 220");
+		goto fail;
+	}
+	char ehlo[300];
+	snprintf(ehlo, sizeof ehlo, "EHLO %s\r\n", o.ehlo);
+	until = now() + o.timeout;
+	if (probe_send(pc, ehlo, until) < 0 || (code = probe_reply(pc, until, &why)) != 250) {
+		probe_err("probe EHLO: %s", code < 0 ? why : "not 250");
+		goto fail;
+	}
+	P.sessions++;
+	return 0;
+fail:
+	close(pc->fd);
+	pc->fd = -1;
+	return -1;
+}
+
+static void probe_record(double ms)
+{
+	if (P.n == P.cap) {
+		size_t cap = P.cap ? P.cap * 2 : 4096;
+		double *p = realloc(P.lat, cap * sizeof *p);
+		if (!p)
+			return;
+		P.lat = p;
+		P.cap = cap;
+	}
+	P.lat[P.n++] = ms;
+}
+
+/* Sleeps until `t` or until the probe is told to stop. false = stop. */
+static bool probe_sleep_until(double t)
+{
+	for (;;) {
+		if (atomic_load(&P.stop))
+			return false;
+		double left = t - now();
+		if (left <= 0)
+			return true;
+		if (left > 0.05)
+			left = 0.05;
+		struct timespec ts = {0, (long)(left * 1e9)};
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void *probe_main(void *arg)
+{
+	(void)arg;
+	struct pconn pc = {.fd = -1};
+	if (probe_open(&pc) < 0) {
+		P.setup_failed++;
+		atomic_store(&P.ready, -1);
+		return NULL;
+	}
+	atomic_store(&P.ready, 1);
+	double iv = o.probe_interval / 1000.0;
+	double due = now();
+	long on_session = 0;
+	P.t_first = due;
+	while ((long)P.n + P.failed < o.probe_max) {
+		if (!probe_sleep_until(due))
+			break;
+		if (pc.fd < 0 || on_session >= o.probe_per_session) {
+			probe_close(&pc, pc.fd >= 0);
+			on_session = 0;
+			double t_open = now();
+			if (probe_open(&pc) < 0) {
+				P.setup_failed++;
+				due = now() + (iv > 0.1 ? iv : 0.1);
+				continue;
+			}
+			due = now();
+			if ((due - t_open) * 1000.0 > P.reopen_max_ms)
+				P.reopen_max_ms = (due - t_open) * 1000.0;
+		}
+		double t = now();
+		double until = t + o.timeout;
+		const char *why = "";
+		int code = -1;
+		if (probe_send(&pc, "NOOP\r\n", until) < 0)
+			why = "write failed";
+		else
+			code = probe_reply(&pc, until, &why);
+		double t2 = now();
+		on_session++;
+		if (code == 250) {
+			probe_record((t2 - t) * 1000.0);
+		} else {
+			P.failed++;
+			if (code < 0)
+				probe_err("probe NOOP: %s", why);
+			else
+				probe_err("probe NOOP: reply %d", code);
+			probe_close(&pc, false);
+		}
+		P.t_last = t2;
+		due += iv;
+		if (due < t2)
+			due = t2; /* late reply: next NOOP at once, no burst */
+	}
+	probe_close(&pc, true);
+	atomic_store(&P.done, 1);
+	return NULL;
+}
+
+/* Starts the probe thread and waits until its session is set up. 0 = ok. */
+static int probe_start(void)
+{
+	memset(&P.addr, 0, sizeof P.addr);
+	memcpy(&P.addr, &g_addr, g_addrlen);
+	P.addrlen = g_addrlen;
+	if (P.addr.ss_family == AF_INET)
+		((struct sockaddr_in *)&P.addr)->sin_port = htons((uint16_t)o.probe_port);
+	else
+		((struct sockaddr_in6 *)&P.addr)->sin6_port = htons((uint16_t)o.probe_port);
+	if (o.probe_src) {
+		P.src.sin_family = AF_INET;
+		if (P.addr.ss_family != AF_INET ||
+		    inet_pton(AF_INET, o.probe_src, &P.src.sin_addr) != 1 ||
+		    (ntohl(P.src.sin_addr.s_addr) >> 24) != 127) {
+			fprintf(stderr, "smtpload: --probe-src wants 127.x.y.z (IPv4 target)\n");
+			return -1;
+		}
+		P.bind_src = true;
+	}
+	if (pthread_create(&P.th, NULL, probe_main, NULL) != 0) {
+		fprintf(stderr, "smtpload: cannot start the probe thread\n");
+		return -1;
+	}
+	while (atomic_load(&P.ready) == 0) {
+		struct timespec ts = {0, 2 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	if (atomic_load(&P.ready) < 0) {
+		pthread_join(P.th, NULL);
+		fprintf(stderr, "smtpload: %s\n", P.err);
+		return -1;
+	}
+	return 0;
+}
+
+static void probe_finish(void)
+{
+	atomic_store(&P.stop, 1);
+	pthread_join(P.th, NULL);
+	qsort(P.lat, P.n, sizeof *P.lat, cmp_double);
+}
+
+static void probe_json(void)
+{
+	double sum = 0;
+	for (size_t i = 0; i < P.n; i++)
+		sum += P.lat[i];
+	printf(",\"probe_port\":%d,\"probe_interval_ms\":%.1f,\"probe_per_session\":%ld,"
+	       "\"probe_noops\":%zu,\"probe_failed\":%ld,\"probe_sessions\":%ld,"
+	       "\"probe_setup_failed\":%ld",
+	       o.probe_port, o.probe_interval, o.probe_per_session, P.n, P.failed, P.sessions,
+	       P.setup_failed);
+	jnum("probe_reopen_max_ms", P.sessions > 1 ? P.reopen_max_ms : NAN, 3);
+	jnum("probe_span_s", P.t_last > P.t_first ? P.t_last - P.t_first : 0, 3);
+	jnum("probe_p50_ms", pct(P.lat, P.n, 0.50), 3);
+	jnum("probe_p90_ms", pct(P.lat, P.n, 0.90), 3);
+	jnum("probe_p99_ms", pct(P.lat, P.n, 0.99), 3);
+	jnum("probe_p999_ms", pct(P.lat, P.n, 0.999), 3);
+	jnum("probe_max_ms", P.n ? P.lat[P.n - 1] : NAN, 3);
+	jnum("probe_mean_ms", P.n ? sum / (double)P.n : NAN, 3);
+	printf(",\"probe_error\":");
+	jstr(P.err);
+}
+
+static void probe_text(void)
+{
+	printf("  NOOP probe  port %d every %.1f ms: %zu ok, %ld failed, %ld sessions\n",
+	       o.probe_port, o.probe_interval, P.n, P.failed, P.sessions);
+	printf("              p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n",
+	       pct(P.lat, P.n, 0.50), pct(P.lat, P.n, 0.90), pct(P.lat, P.n, 0.99),
+	       pct(P.lat, P.n, 0.999), P.n ? P.lat[P.n - 1] : NAN);
+	if (P.sessions > 1)
+		printf("              %ld renewals (every %ld NOOPs or after a failure), slowest "
+		       "%.3f ms\n",
+		       P.sessions - 1, o.probe_per_session, P.reopen_max_ms);
+	if (P.err[0])
+		printf("              first error: %s\n", P.err);
+}
+
+/* --probe-only: no load, the probe alone for --probe-noop NOOPs (bounded by --duration). */
+static int run_probe_only(void)
+{
+	srv_settle(o.settle);
+	struct srvsample s0, s1;
+	srv_sample(&s0, false);
+	if (probe_start() < 0)
+		return 1;
+	double t0 = now(), end = t0 + o.duration;
+	while (!atomic_load(&P.done) && now() < end) {
+		struct timespec ts = {0, 20 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	probe_finish();
+	srv_sample(&s1, false);
+	double scpu = s0.ok && s1.ok ? ticks_ms(s1.ticks - s0.ticks) : NAN;
+	if (o.json) {
+		printf("{\"mode\":\"probe\",\"host\":");
+		jstr(o.host);
+		printf(",\"port\":%d", o.port);
+		jnum("elapsed_s", now() - t0, 3);
+		jnum("server_cpu_ms", scpu, 0);
+		probe_json();
+		printf("}\n");
+	} else {
+		printf("smtpload probe only %s:%d, up to %ld NOOPs, duration <= %.0f s\n", o.host,
+		       o.probe_port, o.probe_max, o.duration);
+		probe_text();
+	}
+	return P.n > 0 && P.failed == 0 && P.setup_failed == 0 ? 0 : 1;
+}
+
 /* ---------------------------------------------------------------- modes */
 
 static struct worker *make_workers(int nthreads, int nconns)
@@ -1652,6 +2152,8 @@ static int run_load(void)
 		return 2;
 	}
 	srv_settle(o.settle);
+	if (o.probe_max && probe_start() < 0)
+		return 1;
 	struct srvsample s0, s1;
 	srv_sample(&s0, false);
 	double cpu0 = cpu_ms_self();
@@ -1664,6 +2166,8 @@ static int run_load(void)
 	for (int t = 1; t < o.threads; t++)
 		pthread_join(w[t].th, NULL);
 	double t1 = now();
+	if (o.probe_max)
+		probe_finish();
 	double cpu1 = cpu_ms_self();
 	srv_settle(o.settle);
 	srv_sample(&s1, true);
@@ -1703,6 +2207,8 @@ static int run_load(void)
 		printf(",\"port\":%d,\"tls_mode\":\"%s\",\"conns\":%d,\"per_conn\":%ld,"
 		       "\"size\":%ld,\"msgs_target\":%ld,\"duration_limit_s\":%.1f",
 		       o.port, tls_mode(), o.conns, o.per_conn, o.size, o.msgs, o.duration);
+		printf(",\"auth\":%s,\"auth_only\":%s", o.auth ? "true" : "false",
+		       o.auth_only ? "true" : "false");
 		printf(",\"ok\":%ld,\"failed\":%ld,\"unfinished\":%ld", ok, failed, unfinished);
 		jnum("elapsed_s", t1 - g_t0, 3);
 		jnum("msgs_per_s", rate, 1);
@@ -1719,12 +2225,17 @@ static int run_load(void)
 		jnum("server_cpu_ms_per_msg", scpu_msg, 3);
 		jnum("server_rss_kib", s1.ok ? (double)s1.rss_kib : NAN, 0);
 		jnum("server_pss_kib", s1.ok ? (double)s1.pss_kib : NAN, 0);
+		if (o.probe_max)
+			probe_json();
 		json_errors();
 		printf("}\n");
 	} else {
-		printf(
-		    "smtpload %s:%d %s, c=%d, per-conn %ld, %ld B, %ld msgs, duration <= %.0f s\n",
-		    o.host, o.port, tls_mode(), o.conns, o.per_conn, o.size, o.msgs, o.duration);
+		const char *auth = o.auth_only ? " + AUTH only (counts are logins)"
+		                   : o.auth    ? " + AUTH"
+		                               : "";
+		printf("smtpload %s:%d %s%s, c=%d, per-conn %ld, ", o.host, o.port, tls_mode(),
+		       auth, o.conns, o.per_conn);
+		printf("%ld B, %ld msgs, duration <= %.0f s\n", o.size, o.msgs, o.duration);
 		printf(
 		    "  messages    ok %ld  failed %ld  unfinished %ld  in %.2f s  => %.1f msgs/s\n",
 		    ok, failed, unfinished, t1 - g_t0, rate);
@@ -1739,8 +2250,12 @@ static int run_load(void)
 			    "  server      %d procs, CPU %.0f ms = %.3f ms/msg, RSS %lld KiB, PSS "
 			    "%lld KiB\n",
 			    s1.nproc, scpu, scpu_msg, s1.rss_kib, s1.pss_kib);
+		if (o.probe_max)
+			probe_text();
 		text_errors();
 	}
+	if (o.probe_max && (P.failed || P.setup_failed || P.n == 0))
+		return 1;
 	return ok > 0 && failed == 0 ? 0 : 1;
 }
 
@@ -1910,5 +2425,7 @@ int main(int argc, char **argv)
 	}
 	if ((o.npids || o.pgrep) && srv_init() < 0)
 		return 2;
+	if (o.probe_only)
+		return run_probe_only();
 	return o.idle ? run_idle() : run_load();
 }
