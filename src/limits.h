@@ -65,6 +65,9 @@
 #define LIM_AUTH_PER_SESSION 3
 /* Addresses/logins the lookup process tracks for brute force (oldest forgotten first). */
 #define LIM_AUTH_TRACKED 8192
+/* Verified-password cache of the lookup process: entries and how long one is trusted. */
+#define LIM_AUTH_CACHE 4096
+#define LIM_AUTH_CACHE_SECONDS 900
 /* Hashing threads in the lookup process (argon2id is slow by design). */
 #define LIM_AUTH_THREADS 2
 

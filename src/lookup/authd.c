@@ -44,6 +44,7 @@ struct job {
 	enum ipc_auth_status status;
 	char info[1024];           /* account info for the reply */
 	size_t info_len;
+	unsigned char mac[crypto_generichash_BYTES]; /* for the verified-password cache */
 };
 
 struct authd {
@@ -53,7 +54,18 @@ struct authd {
 	int nthreads;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct job *todo, *done;
+	struct job *todo, *todo_tail, *done;
+	/* Logins whose password was verified recently: a keyed BLAKE2b of the password (never
+	 * the password) and the hash it was checked against. A client that reconnects for every
+	 * message then costs microseconds, not an argon2id run; a wrong password always takes
+	 * the slow path, and a changed password (new pwhash) never matches. */
+	struct vcache {
+		char login[SASL_USER_MAX + 1];
+		char pwhash[crypto_pwhash_STRBYTES];
+		unsigned char mac[crypto_generichash_BYTES];
+		time_t expires;
+	} vcache[LIM_AUTH_CACHE];
+	unsigned char cache_key[crypto_generichash_KEYBYTES];
 	bool stop;
 	int pipefd[2];
 	struct event *done_ev;
@@ -61,6 +73,8 @@ struct authd {
 	unsigned char fake_key[32]; /* fake SCRAM salts for unknown logins (no enumeration) */
 	unsigned char hash_key[crypto_shorthash_KEYBYTES]; /* the failure table's hash */
 };
+
+static void vcache_put(struct authd *a, const struct job *j);
 
 /* How a record ranks for reuse: free first, then one not blocked, then the oldest. */
 static int fail_rank(const struct failrec *f, time_t now)
@@ -195,11 +209,16 @@ static void *hash_thread(void *arg)
 		}
 		struct job *j = a->todo;
 		a->todo = j->next;
+		if (!a->todo)
+			a->todo_tail = NULL;
 		pthread_mutex_unlock(&a->mu);
 
 		bool ok = crypto_pwhash_str_verify(j->known ? j->pwhash : a->dummy_hash, j->password,
 						   strlen(j->password)) == 0 &&
 			  j->known;
+		if (ok)
+			crypto_generichash(j->mac, sizeof(j->mac), (const unsigned char *)j->password,
+					   strlen(j->password), a->cache_key, sizeof(a->cache_key));
 		sodium_memzero(j->password, sizeof(j->password));
 		/* a store error stays a temporary failure (454), never a wrong password */
 		if (!ok && j->status != IPC_AUTH_TEMPFAIL)
@@ -232,6 +251,8 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
 		char safe[SASL_USER_MAX + 1];
 		log_safe(safe, sizeof(safe), j->login, strlen(j->login));
 		bool ok = j->status == IPC_AUTH_OK;
+		if (ok)
+			vcache_put(a, j);
 		if (j->status != IPC_AUTH_DISABLED && j->status != IPC_AUTH_TEMPFAIL)
 			note_result(a, j->ip, j->login, ok);
 		log_info("event=auth ip=%s login=%s mech=password result=%s", j->ip, safe,
@@ -241,6 +262,38 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
 		lookup_client_unref(j->client);
 		free(j);
 	}
+}
+
+static struct vcache *vcache_slot(struct authd *a, const char *login)
+{
+	unsigned char hv[crypto_shorthash_BYTES];
+	crypto_shorthash(hv, (const unsigned char *)login, strlen(login), a->hash_key);
+	unsigned h = (unsigned)hv[0] | (unsigned)hv[1] << 8 | (unsigned)hv[2] << 16;
+	return &a->vcache[h % LIM_AUTH_CACHE];
+}
+
+static void vcache_put(struct authd *a, const struct job *j)
+{
+	struct vcache *v = vcache_slot(a, j->login);
+	snprintf(v->login, sizeof(v->login), "%s", j->login);
+	memcpy(v->pwhash, j->pwhash, sizeof(v->pwhash));
+	memcpy(v->mac, j->mac, sizeof(v->mac));
+	v->expires = time(NULL) + LIM_AUTH_CACHE_SECONDS;
+}
+
+/* True when this login's password was verified against the same stored hash lately. */
+static bool vcache_hit(struct authd *a, const char *login, const char *pwhash, const char *password)
+{
+	struct vcache *v = vcache_slot(a, login);
+	if (v->expires <= time(NULL) || strcmp(v->login, login) != 0 ||
+	    strcmp(v->pwhash, pwhash) != 0)
+		return false;
+	unsigned char mac[crypto_generichash_BYTES];
+	crypto_generichash(mac, sizeof(mac), (const unsigned char *)password, strlen(password),
+			   a->cache_key, sizeof(a->cache_key));
+	bool hit = sodium_memcmp(mac, v->mac, sizeof(mac)) == 0;
+	sodium_memzero(mac, sizeof(mac));
+	return hit;
 }
 
 struct authd *authd_new(struct lookup *lk)
@@ -253,6 +306,7 @@ struct authd *authd_new(struct lookup *lk)
 		fatal("pipe: %s", strerror(errno));
 	randombytes_buf(a->fake_key, sizeof(a->fake_key));
 	crypto_shorthash_keygen(a->hash_key);
+	crypto_generichash_keygen(a->cache_key);
 	/* unknown logins are checked against this hash so they take as long as known ones */
 	char pw[33];
 	randombytes_buf(pw, 32);
@@ -328,13 +382,29 @@ void authd_plain(struct authd *a, struct lookup_client *c, uint32_t id, const ch
 		j->status = l.account_disabled ? IPC_AUTH_DISABLED : IPC_AUTH_OK;
 		j->info_len = account_info(a, &l, j->info, sizeof(j->info));
 		sodium_memzero(&l, sizeof(l));
+		if (j->status == IPC_AUTH_OK && vcache_hit(a, j->login, j->pwhash, j->password)) {
+			/* verified lately against this very hash: answer now, no thread */
+			sodium_memzero(j->password, sizeof(j->password));
+			char safe[SASL_USER_MAX + 1];
+			log_safe(safe, sizeof(safe), j->login, strlen(j->login));
+			note_result(a, j->ip, j->login, true);
+			log_info("event=auth ip=%s login=%s mech=password result=ok cached=yes", j->ip, safe);
+			reply(c, IPC_AUTH_REP, id, IPC_AUTH_OK, j->info, j->info_len);
+			lookup_client_unref(c);
+			free(j);
+			return;
+		}
 	} else {
 		j->status = r == STORE_NOTFOUND ? IPC_AUTH_FAIL : IPC_AUTH_TEMPFAIL;
 	}
 	pthread_mutex_lock(&a->mu);
-	/* FIFO is not needed: each job is independent */
-	j->next = a->todo;
-	a->todo = j;
+	/* first come, first hashed: under a steady storm no login may wait behind newer ones */
+	j->next = NULL;
+	if (a->todo_tail)
+		a->todo_tail->next = j;
+	else
+		a->todo = j;
+	a->todo_tail = j;
 	pthread_cond_signal(&a->cv);
 	pthread_mutex_unlock(&a->mu);
 }

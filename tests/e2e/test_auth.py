@@ -668,3 +668,37 @@ def _brute_force(server):
     rc, out = scram(server, "--plus", src="127.0.0.2", kind="submission")
     assert rc == 0, out
     assert "result=blocked" in server.log()
+
+
+def test_verified_password_cache(make_server):
+    """A login verified once is answered from the cache (no argon2id run) with the same
+    password only: a wrong password still fails, and a changed password is checked anew."""
+    import smtplib as _smtplib
+    from conftest import TEST_LOGIN, TEST_PASSWORD, run_cli, client_tls_context
+
+    server = make_server()
+
+    def login(pw):
+        s = _smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], timeout=10,
+                              context=client_tls_context())
+        try:
+            s.ehlo("client.test")
+            s.auth("PLAIN", lambda challenge=None: "\0%s\0%s" % (TEST_LOGIN, pw),
+                   initial_response_ok=True)
+            return True
+        except _smtplib.SMTPAuthenticationError:
+            return False
+        finally:
+            try:
+                s.quit()
+            except Exception:
+                pass
+
+    assert login(TEST_PASSWORD)
+    assert login(TEST_PASSWORD)
+    server.wait_log("result=ok cached=yes")
+    assert not login("not-the-password")
+    run_cli(["login", "passwd", TEST_LOGIN], conf=server.conf, input="a-new-password-2\n")
+    assert not login(TEST_PASSWORD)
+    assert login("a-new-password-2")
+    assert server.log().count("cached=yes") == 1, server.log()[-3000:]
