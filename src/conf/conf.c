@@ -112,6 +112,11 @@ static const struct conf_option conf_opts[] = {
 	 .doc = "Submission over implicit TLS (RFC 8314, preferred by current clients); \"\" "
 		"turns it off."},
 
+	{.section = "listen", .key = "mx_auth", .type = CT_BOOL, FLD(mx_auth), .def = 0,
+	 .reload = true,
+	 .doc = "Also offer AUTH on the mx listener (only after STARTTLS), for clients that can "
+		"reach nothing but port 25; the submission listeners always offer it."},
+
 	{.section = "tls", .key = "cert", .type = CT_CERT, .reload = true,
 	 .doc = "Certificate chain in PEM (Let's Encrypt: fullchain.pem). Each tls.cert starts a "
 		"pair; several pairs are chosen by SNI. None: a self-signed one in data_dir."},

@@ -52,6 +52,7 @@ struct conf {
 	int workers;                /* smtp worker processes; 0 = one per core */
 
 	struct conf_listener listeners[CONF_LST__COUNT]; /* [listen] mx, submission, submissions */
+	bool mx_auth;               /* [listen] mx_auth: AUTH on the mx listener too */
 
 	struct conf_cert certs[LIM_CERTS]; /* [tls] cert/key pairs; none = self-signed in data_dir */
 	int ncerts;

@@ -37,7 +37,7 @@ static bool cb_available(struct smtp_session *s)
 
 const char *auth_ehlo_line(struct smtp_session *s)
 {
-	if (!s->tls.active || s->kind == CONF_LST_MX)
+	if (!s->tls.active || (s->kind == CONF_LST_MX && !session_conf(s)->mx_auth))
 		return NULL;
 	return cb_available(s) ? "AUTH PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-256-PLUS"
 			       : "AUTH PLAIN LOGIN SCRAM-SHA-256";
@@ -313,7 +313,7 @@ void auth_line(struct smtp_session *s, char *line, size_t len)
 
 void auth_command(struct smtp_session *s, const char *arg, size_t len)
 {
-	if (s->kind == CONF_LST_MX) {
+	if (s->kind == CONF_LST_MX && !session_conf(s)->mx_auth) {
 		session_reply(s, "502 5.5.1 Error: AUTH is not offered on this port; use port 587 or 465");
 		session_error(s);
 		return;

@@ -702,3 +702,23 @@ def test_verified_password_cache(make_server):
     assert not login(TEST_PASSWORD)
     assert login("a-new-password-2")
     assert server.log().count("cached=yes") == 1, server.log()[-3000:]
+
+
+def test_auth_on_mx_when_configured(make_server):
+    """listen.mx_auth = yes: AUTH on port 25 too, still only after STARTTLS; then relaying
+    from there works like on 587."""
+    from conftest import Dialog
+    server = make_server(extra="listen.mx_auth = yes\n")
+    d = Dialog(server.ports["mx"])
+    assert d.reply()[0] == 220
+    code, text = d.cmd("EHLO client.test")
+    assert "AUTH" not in text, text
+    assert d.cmd("AUTH PLAIN")[0] == 530
+    d.starttls()
+    code, text = d.cmd("EHLO client.test")
+    assert "AUTH PLAIN LOGIN SCRAM-SHA-256" in text, text
+    d.auth()
+    assert d.cmd("MAIL FROM:<user@sender.test>")[0] == 250
+    assert d.cmd("RCPT TO:<someone@remote.test>")[0] == 250
+    d.cmd("QUIT")
+    d.close()
