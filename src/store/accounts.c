@@ -450,6 +450,23 @@ enum store_res store_account_list(struct store *st,
 	return res;
 }
 
+/* Runs an UPDATE/DELETE whose parameters are texts t1 (and t2 unless NULL): STORE_NOTFOUND
+ * when it changed no row. Resets the statement. */
+static enum store_res change_rows(struct store_acct *a, sqlite3_stmt *s, const char *op,
+				  const char *t1, const char *t2)
+{
+	int rc = bind_text(s, 1, t1);
+	if (rc == SQLITE_OK && t2 != NULL)
+		rc = bind_text(s, 2, t2);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	enum store_res res = write_res(a, rc, op);
+	if (res == STORE_OK && sqlite3_changes(a->db) == 0)
+		res = STORE_NOTFOUND;
+	done(s);
+	return res;
+}
+
 enum store_res store_account_set_plan(struct store *st, const char *name, const char *plan)
 {
 	struct store_acct *a;
@@ -460,15 +477,7 @@ enum store_res store_account_set_plan(struct store *st, const char *name, const 
 		return STORE_ERR;
 	if (!store_name_norm(name, n, sizeof(n)) || !store_name_norm(plan, p, sizeof(p)))
 		return STORE_INVALID;
-	int rc = bind_text(s, 1, n);
-	if (rc == SQLITE_OK)
-		rc = bind_text(s, 2, p);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(s);
-	enum store_res res = write_res(a, rc, "account_set_plan");
-	if (res == STORE_OK && sqlite3_changes(a->db) == 0)
-		res = STORE_NOTFOUND;
-	done(s);
+	enum store_res res = change_rows(a, s, "account_set_plan", n, p);
 	if (res == STORE_OK)
 		log_debug("event=account_set_plan account=%s plan=%s", n, p);
 	return res;
@@ -537,15 +546,7 @@ enum store_res store_account_domain_remove(struct store *st, const char *account
 		return STORE_ERR;
 	if (!store_name_norm(account, n, sizeof(n)) || !domain_norm(domain, d, sizeof(d)))
 		return STORE_INVALID;
-	int rc = bind_text(s, 1, d);
-	if (rc == SQLITE_OK)
-		rc = bind_text(s, 2, n);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(s);
-	enum store_res res = write_res(a, rc, "account_domain_remove");
-	if (res == STORE_OK && sqlite3_changes(a->db) == 0)
-		res = STORE_NOTFOUND;
-	done(s);
+	enum store_res res = change_rows(a, s, "account_domain_remove", d, n);
 	if (res == STORE_OK)
 		log_debug("event=account_domain_remove account=%s domain=%s", n, d);
 	return res;
@@ -754,13 +755,7 @@ enum store_res store_login_remove(struct store *st, const char *login)
 		return STORE_ERR;
 	if (!store_login_norm(login, l, sizeof(l)))
 		return STORE_INVALID;
-	int rc = bind_text(s, 1, l);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(s);
-	enum store_res res = write_res(a, rc, "login_remove");
-	if (res == STORE_OK && sqlite3_changes(a->db) == 0)
-		res = STORE_NOTFOUND;
-	done(s);
+	enum store_res res = change_rows(a, s, "login_remove", l, NULL);
 	if (res == STORE_OK) {
 		char safe[SASL_USER_MAX + 1];
 		log_debug("event=login_remove login=\"%s\"",
