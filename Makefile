@@ -1,6 +1,6 @@
 # sealmail build. `make` builds ./sealmail; `make test` runs every test under
 # AddressSanitizer + UndefinedBehaviorSanitizer; `make fuzz` runs the fuzzers longer.
-PKGS     := openssl libevent libevent_openssl sqlite3 libsodium
+PKGS     := openssl libevent libevent_openssl sqlite3 libsodium libunbound
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -pthread
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-format-truncation
@@ -63,6 +63,11 @@ $(SAN)/tools/scram_client: tests/tools/scram_client.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) $(PKG_CFLAGS) $(SAN_FLAGS) -o $@ $< $(PKG_LIBS)
 
+# other test tools (tests/tools/<name>.c), linked against the library
+$(SAN)/tools/%: tests/tools/%.c $(SAN)/libsealmail.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -Isrc $(PKG_CFLAGS) $(SAN_FLAGS) -o $@ $< $(SAN)/libsealmail.a $(PKG_LIBS)
+
 $(SAN)/tests/%: tests/unit/%.c $(SAN)/libsealmail.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -Isrc $(PKG_CFLAGS) $(SAN_FLAGS) -o $@ $< $(SAN)/libsealmail.a $(PKG_LIBS) $$(pkg-config --libs cmocka)
@@ -85,8 +90,9 @@ deps:
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-e2e: $(SAN)/sealmail $(SAN)/tools/scram_client
-	SEALMAIL_BIN=$(CURDIR)/$(SAN)/sealmail SCRAM_CLIENT=$(CURDIR)/$(SAN)/tools/scram_client $(PYTHON) -m pytest -q -x -p no:cacheprovider tests/e2e
+e2e: $(SAN)/sealmail $(SAN)/tools/scram_client $(SAN)/tools/smtpc_probe $(SAN)/tools/dns_probe
+	SEALMAIL_BIN=$(CURDIR)/$(SAN)/sealmail SCRAM_CLIENT=$(CURDIR)/$(SAN)/tools/scram_client \
+	  SMTPC_PROBE=$(CURDIR)/$(SAN)/tools/smtpc_probe DNS_PROBE=$(CURDIR)/$(SAN)/tools/dns_probe $(PYTHON) -m pytest -q -x -p no:cacheprovider tests/e2e
 
 fuzz-quick: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/corpus/$$n; \

@@ -3,7 +3,8 @@
 # Idempotent: installs only what is missing. Must run as root (or with sudo available).
 set -eu
 PKGS="build-essential pkg-config libssl-dev libevent-dev libsqlite3-dev libsodium-dev
-libcmocka-dev clang libclang-rt-14-dev openssl sqlite3 python3 python3-pytest"
+libcmocka-dev libunbound-dev clang libclang-rt-14-dev openssl sqlite3 python3 python3-pytest
+python3-dnslib"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -9,6 +9,7 @@
 
 #include "conf/conf.h"
 #include "master.h"
+#include "queue/admin.h"
 #include "store/store.h"
 #include "util/log.h"
 
@@ -26,6 +27,8 @@ static void usage(FILE *f)
 		   "                                  manage customer accounts and their domains\n"
 		   "  login add|passwd|remove|list    manage SMTP logins (password on stdin)\n"
 		   "  plan list|set NAME LIMIT        manage plans (recipients per hour)\n"
+		   "  queue list|show|retry|hold|release|delete [ID|ALL] [--json]\n"
+		   "                                  the running server's queue and its history\n"
 		   "  version                         print the version\n\n"
 		   "Without -c, $SEALMAIL_CONF or /etc/sealmail/sealmail.conf is used when present,\n"
 		   "else the embedded defaults (data in $SEALMAIL_HOME or ./sealmail-data).\n");
@@ -79,6 +82,8 @@ int main(int argc, char **argv)
 		return argc < 3 ? (usage(stderr), EX_USAGE) : store_cli_login(argc - 2, argv + 2);
 	if (strcmp(cmd, "plan") == 0)
 		return argc < 3 ? (usage(stderr), EX_USAGE) : store_cli_plan(argc - 2, argv + 2);
+	if (strcmp(cmd, "queue") == 0)
+		return argc < 3 ? (usage(stderr), EX_USAGE) : queue_cli(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("sealmail %s\n", SEALMAIL_VERSION);
 		return 0;

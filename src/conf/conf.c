@@ -5,6 +5,7 @@
  * be wrong in any way: every mistake is reported as "file:line: option: message" and no
  * input makes this code crash, loop or block. */
 #include "conf/conf.h"
+#include "conf/conf_int.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -20,6 +21,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include "policy/tlspolicy.h"
 #include "util/log.h"
 
 #define CONF_LINE_MAX 4096   /* bytes in a line, without its line ending */
@@ -59,6 +61,7 @@ struct conf_option {
 	const char *const *names; /* CT_ENUM: value names, index = enum value */
 	bool (*check)(const char *v, char *why, size_t whysz);
 	const char *syntax; /* CT_STRING: what a value looks like, for the reference */
+	bool secret;        /* never printed by config show */
 	const char *doc;
 };
 
@@ -67,6 +70,10 @@ static bool check_user(const char *v, char *why, size_t whysz);
 static bool check_mailbox(const char *v, char *why, size_t whysz);
 
 static const char *const log_dest_names[] = {"stderr", "syslog", NULL};
+static const char *const tls_level_names[] = {"none", "may", "encrypt", "verify", NULL};
+static const char *const tls_version_names[] = {"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", NULL};
+static const char *const family_names[] = {"all", "ipv4", "ipv6", NULL};
+static const char *const relay_tls_names[] = {"starttls", "implicit", NULL};
 
 #define FLD(f) .off = offsetof(struct conf, f), .size = sizeof(((struct conf *)0)->f)
 #define LST(k)                                                                                     \
@@ -163,8 +170,93 @@ static const struct conf_option conf_opts[] = {
 	 FLD(queue_scan_interval), .def = 60, .min = 1, .max = 3600, .reload = true,
 	 .doc = "How often the queue looks for messages that are due for delivery."},
 	{.section = "queue", .key = "retry_interval", .type = CT_DURATION,
-	 FLD(queue_retry_interval), .def = 300, .min = 10, .max = 86400, .reload = true,
-	 .doc = "Wait before a failed local delivery is tried again."},
+	 FLD(queue_retry_interval), .def = 300, .min = 1, .max = 86400, .reload = true,
+	 .doc = "Wait before the first retry of a delivery that failed temporarily; each later "
+		"wait doubles (with jitter) up to queue.retry_max."},
+	{.section = "queue", .key = "retry_max", .type = CT_DURATION, FLD(queue_retry_max),
+	 .def = 4000, .min = 1, .max = 86400, .reload = true,
+	 .doc = "Longest wait between two attempts (Postfix: maximal_backoff_time 4000s)."},
+	{.section = "queue", .key = "lifetime", .type = CT_DURATION, FLD(queue_lifetime),
+	 .def = 5 * 86400, .min = 1, .max = 60 * 86400, .reload = true,
+	 .doc = "How long a message may wait for delivery; after it, the recipients still "
+		"waiting are returned to the sender (RFC 3464 bounce)."},
+	{.section = "queue", .key = "delay_warning", .type = CT_DURATION,
+	 FLD(queue_delay_warning), .def = 4 * 3600, .min = 0, .max = 60 * 86400, .reload = true,
+	 .doc = "When a message has waited this long, its sender gets one delay notice "
+		"(only for recipients that asked for NOTIFY=DELAY or did not say); 0 = never."},
+
+	{.section = "delivery", .key = "port", .type = CT_INT, FLD(delivery_port), .def = 25,
+	 .min = 1, .max = 65535, .reload = true,
+	 .doc = "TCP port of other domains' MX hosts (25; another port only for tests)."},
+	{.section = "delivery", .key = "tls_policy", .type = CT_ENUM, FLD(delivery_tls_policy),
+	 .def = 1, .names = tls_level_names, .reload = true,
+	 .doc = "TLS level for every domain without an entry in delivery.tls_policy_file: none, "
+		"may (STARTTLS when offered, certificate not checked), encrypt (TLS required), "
+		"verify (TLS required, certificate must chain to a trusted CA and name the MX "
+		"host)."},
+	{.section = "delivery", .key = "tls_policy_file", .type = CT_PATH,
+	 FLD(delivery_tls_policy_file), .def_str = "", .reload = true,
+	 .doc = "File of per-domain TLS levels, one `domain level` per line (`.example.com` "
+		"covers its subdomains); an entry replaces delivery.tls_policy for its domain."},
+	{.section = "delivery", .key = "tls_min_version", .type = CT_ENUM,
+	 FLD(delivery_tls_min_version), .def = 2, .names = tls_version_names, .reload = true,
+	 .doc = "Oldest TLS version offered to MX hosts. Below TLSv1.2 only for peers that "
+		"can do nothing newer; it is logged at start."},
+	{.section = "delivery", .key = "ca_file", .type = CT_PATH, FLD(delivery_ca_file),
+	 .def_str = "", .def_doc = "\"\" (the system's CA certificates)", .reload = true,
+	 .doc = "CA certificates (PEM) that the verify level trusts."},
+	{.section = "delivery", .key = "source_ipv4", .type = CT_STRING, FLD(delivery_source4),
+	 .check = conf_check_ipv4, .syntax = "IPv4 address or \"\"", .reload = true,
+	 .doc = "Local IPv4 address outbound connections come from; \"\" lets the kernel "
+		"choose."},
+	{.section = "delivery", .key = "source_ipv6", .type = CT_STRING, FLD(delivery_source6),
+	 .check = conf_check_ipv6, .syntax = "IPv6 address or \"\"", .reload = true,
+	 .doc = "Local IPv6 address outbound connections come from; \"\" lets the kernel "
+		"choose."},
+	{.section = "delivery", .key = "address_family", .type = CT_ENUM,
+	 FLD(delivery_family), .def = 0, .names = family_names, .reload = true,
+	 .doc = "Which addresses of MX hosts to use: all (IPv6 first), ipv4 or ipv6."},
+	{.section = "delivery", .key = "connect_timeout", .type = CT_DURATION,
+	 FLD(delivery_connect_timeout), .def = 30, .min = 1, .max = 600, .reload = true,
+	 .doc = "How long a TCP connection to an MX host may take to open."},
+	{.section = "delivery", .key = "connections", .type = CT_INT, FLD(delivery_connections),
+	 .def = 100, .min = 1, .max = 10000, .reload = true,
+	 .doc = "Outbound SMTP connections open at the same time, all destinations together."},
+	{.section = "delivery", .key = "connections_per_destination", .type = CT_INT,
+	 FLD(delivery_connections_per_dest), .def = 10, .min = 1, .max = 1000, .reload = true,
+	 .doc = "Outbound connections open at the same time to one destination (a recipient "
+		"domain, or the relayhost)."},
+	{.section = "delivery", .key = "relayhost", .type = CT_STRING, FLD(relayhost),
+	 .check = conf_check_relayhost, .syntax = "host:port or \"\"", .reload = true,
+	 .doc = "Send all outbound mail through this host (a smarthost) instead of the "
+		"recipients' MX hosts; \"\" = deliver directly. `[host]:port` and `host:port` "
+		"both skip the MX lookup."},
+	{.section = "delivery", .key = "relayhost_tls", .type = CT_ENUM, FLD(relayhost_tls),
+	 .def = 0, .names = relay_tls_names, .reload = true,
+	 .doc = "starttls (port 587 or 25) or implicit (TLS from the first byte, port 465)."},
+	{.section = "delivery", .key = "relayhost_tls_policy", .type = CT_ENUM,
+	 FLD(relayhost_tls_policy), .def = 3, .names = tls_level_names, .reload = true,
+	 .doc = "TLS level for the relayhost; verify by default (AUTH passwords go there)."},
+	{.section = "delivery", .key = "relayhost_user", .type = CT_STRING, FLD(relayhost_user),
+	 .check = conf_check_printable, .syntax = "text", .reload = true,
+	 .doc = "Login for AUTH at the relayhost; \"\" = no AUTH."},
+	{.section = "delivery", .key = "relayhost_password", .type = CT_STRING,
+	 FLD(relayhost_password), .check = conf_check_printable, .syntax = "text", .reload = true,
+	 .secret = true,
+	 .doc = "Password for relayhost_user (keep this file mode 0600; `config show` masks "
+		"it)."},
+
+	{.section = "dns", .key = "resolv_conf", .type = CT_PATH, FLD(dns_resolv_conf),
+	 .def_str = "/etc/resolv.conf", .reload = true,
+	 .doc = "Name servers to ask (when dns.forwarders is empty)."},
+	{.section = "dns", .key = "forwarders", .type = CT_STRING, FLD(dns_forwarders),
+	 .check = conf_check_forwarders, .syntax = "IP[@port] ...", .reload = true,
+	 .doc = "Name servers to ask instead of resolv_conf, space-separated, e.g. "
+		"`127.0.0.1@53 ::1`."},
+	{.section = "dns", .key = "trust_anchor", .type = CT_PATH, FLD(dns_trust_anchor),
+	 .def_str = "", .reload = true,
+	 .doc = "DNSSEC trust anchor file (e.g. /usr/share/dns/root.key); set, answers are "
+		"validated and their status (secure, insecure, bogus) is recorded."},
 
 	{.section = "log", .key = "destination", .type = CT_ENUM, FLD(log_dest),
 	 .def = CONF_LOG_STDERR, .names = log_dest_names,
@@ -312,6 +404,8 @@ static void fmt_num(enum conf_type t, long long v, char *buf, size_t n)
 		snprintf(buf, n, "%lldM", v / MIB);
 	else if (t == CT_SIZE && v != 0 && v % KIB == 0)
 		snprintf(buf, n, "%lldK", v / KIB);
+	else if (t == CT_DURATION && v != 0 && v % 86400 == 0)
+		snprintf(buf, n, "%lldd", v / 86400);
 	else if (t == CT_DURATION && v != 0 && v % 3600 == 0)
 		snprintf(buf, n, "%lldh", v / 3600);
 	else if (t == CT_DURATION && v != 0 && v % 60 == 0)
@@ -351,6 +445,8 @@ static bool parse_num(enum conf_type t, const char *s, long long *out)
 			mult = 60;
 		else if (t == CT_DURATION && strchr("hH", *end))
 			mult = 3600;
+		else if (t == CT_DURATION && strchr("dD", *end))
+			mult = 86400;
 		else
 			return false;
 	}
@@ -814,6 +910,9 @@ void conf_print(FILE *out, const struct conf *c, bool nondefault_only)
 			continue;
 		opt_name(o, name, sizeof(name));
 		fmt_value(o, c, val, sizeof(val));
+		/* a password is never printed; "set" shows that there is one */
+		if (o->secret && val[0])
+			snprintf(val, sizeof(val), "(set, not shown)");
 		print_line(out, name, val, c, c->src[i]);
 	}
 }
@@ -855,7 +954,10 @@ void conf_print_reference(FILE *out)
 			snprintf(range, sizeof(range), "yes, no");
 			break;
 		case CT_ENUM:
-			snprintf(range, sizeof(range), "%s, %s", o->names[0], o->names[1]);
+			range[0] = '\0';
+			for (int k = 0; o->names[k]; k++)
+				snprintf(range + strlen(range), sizeof(range) - strlen(range), "%s%s",
+				         k ? ", " : "", o->names[k]);
 			break;
 		case CT_LISTEN:
 			snprintf(range, sizeof(range), "IP:PORT, [IPv6]:PORT, \"\"");
@@ -1250,6 +1352,11 @@ static int set_option(struct load_ctx *lc, struct file_ctx *fx, int idx, const c
 		str_copy(field(c, o), o->size, val);
 		break;
 	case CT_PATH:
+		/* an optional file (default "") may be set back to "" */
+		if (val[0] == '\0' && o->def_str && o->def_str[0] == '\0') {
+			((char *)field(c, o))[0] = '\0';
+			break;
+		}
 		if (set_path(lc, fx, name, val, field(c, o), o->size) < 0)
 			return -1;
 		break;
@@ -1263,8 +1370,8 @@ static int set_option(struct load_ctx *lc, struct file_ctx *fx, int idx, const c
 			            : o->type == CT_SIZE
 			                ? "a size (bytes, or with K, M or G: 512K, "
 			                  "35M, 1G)"
-			                : "a duration (seconds, or with s, m or h: "
-			                  "30s, 5m, 1h)");
+			                : "a duration (seconds, or with s, m, h or d: "
+			                  "30s, 5m, 1h, 5d)");
 		if (v < o->min) {
 			fmt_num(o->type, o->min, lim, sizeof(lim));
 			return fail(err, fx->path, fx->line, name, "%s is below the minimum %s",
@@ -1553,6 +1660,16 @@ int conf_load(const char *path, struct conf *out, struct conf_error *err)
 	rc = load_file(&lc, path, NULL, 0);
 	if (rc == 0)
 		rc = finish(&lc);
+	if (rc == 0 && c->delivery_tls_policy_file[0]) {
+		/* the policy file is part of the config: a broken one fails the load (and a
+		 * reload keeps the old config), not the queue process later */
+		char why[sizeof(err->msg)];
+		struct tls_policy_map *m = tls_policy_load(c->delivery_tls_policy_file, why,
+							   sizeof(why));
+		if (!m)
+			rc = fail(err, NULL, 0, NULL, "delivery.tls_policy_file: %s", why);
+		tls_policy_free(m);
+	}
 	if (rc == 0)
 		memcpy(out, c, sizeof(*c));
 	free(c);

@@ -16,7 +16,7 @@
 
 /* Upper bound on the number of entries in the option table (conf.c checks it at compile
  * time); conf.src[] is indexed like the table. */
-#define CONF_OPT_MAX 48
+#define CONF_OPT_MAX 80
 /* Bytes for the names of the files a load read (NUL-separated), see struct conf_source. */
 #define CONF_SRC_FILES 16384
 
@@ -72,7 +72,31 @@ struct conf {
 	bool seed_localhost;        /* embedded defaults only: the store starts with "localhost" */
 
 	int queue_scan_interval;    /* [queue] scan_interval, seconds */
-	int queue_retry_interval;   /* [queue] retry_interval, seconds (local delivery failures) */
+	int queue_retry_interval;   /* [queue] retry_interval: first retry wait, seconds */
+	int queue_retry_max;        /* [queue] retry_max: longest wait between attempts */
+	int queue_lifetime;         /* [queue] lifetime: bounce what is still queued after it */
+	int queue_delay_warning;    /* [queue] delay_warning: delay notice after it; 0 = off */
+
+	int delivery_port;          /* [delivery] port of MX hosts */
+	int delivery_tls_policy;    /* enum tls_level: default level */
+	char delivery_tls_policy_file[PATH_MAX]; /* per-domain levels, "" none */
+	int delivery_tls_min_version; /* 0 TLSv1, 1 TLSv1.1, 2 TLSv1.2, 3 TLSv1.3 */
+	char delivery_ca_file[PATH_MAX]; /* "" = system CAs */
+	char delivery_source4[64];  /* bind address for IPv4, "" = any */
+	char delivery_source6[64];  /* bind address for IPv6, "" = any */
+	int delivery_family;        /* enum dns_family */
+	int delivery_connect_timeout;
+	int delivery_connections;   /* outbound connections in all */
+	int delivery_connections_per_dest;
+	char relayhost[LIM_DOMAIN + 16]; /* "host:port", "[host]:port" or "" */
+	int relayhost_tls;          /* 0 starttls, 1 implicit */
+	int relayhost_tls_policy;   /* enum tls_level */
+	char relayhost_user[256];
+	char relayhost_password[256];
+
+	char dns_resolv_conf[PATH_MAX];
+	char dns_forwarders[512];   /* "IP[@port] IP[@port]" */
+	char dns_trust_anchor[PATH_MAX];
 
 	enum conf_log_dest log_dest;/* [log] destination = stderr | syslog */
 	bool log_debug;             /* [log] debug = yes */

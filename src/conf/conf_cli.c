@@ -42,6 +42,7 @@ static void usage(FILE *out)
 	fprintf(out,
 	        "usage: sealmail config check [-c FILE]\n"
 	        "       sealmail config show [-n] [-c FILE]\n"
+	        "       sealmail config reference   (the option table as Markdown)\n"
 	        "  -c FILE  config file (default: $SEALMAIL_CONF, else %s if it exists,\n"
 	        "           else the embedded defaults)\n"
 	        "  -n       show only options set in the file\n",
@@ -59,6 +60,11 @@ int conf_cli(int argc, char **argv)
 	if (argc < 1 || !argv || !argv[0]) {
 		usage(stderr);
 		return EX_USAGE;
+	}
+	if (strcmp(argv[0], "reference") == 0) {
+		/* the option table as Markdown: the reference part of docs/config.md */
+		conf_print_reference(stdout);
+		return EX_OK;
 	}
 	if (strcmp(argv[0], "check") == 0) {
 		check = true;

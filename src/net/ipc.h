@@ -27,6 +27,9 @@ enum ipc_type {
 	IPC_SCRAM_REP,    /* lookup -> smtp: status byte + struct scram_creds + account info */
 	IPC_AUTH_RESULT,  /* smtp -> lookup: "ip\0login\0" + '1' ok / '0' failed (SCRAM) */
 	IPC_RATE_RELEASE, /* smtp -> lookup: "account\0count\0since" (transaction not accepted) */
+	IPC_QUEUE_REQ,    /* cli -> queue: "command\0argument" (queue/admin.h) */
+	IPC_QUEUE_DATA,   /* queue -> cli: a chunk of reply lines (any number of frames) */
+	IPC_QUEUE_END,    /* queue -> cli: "code\0message": 0 = done, else a sysexits code */
 };
 
 enum ipc_auth_status {

@@ -1,7 +1,9 @@
 /* The queue process: the owner of committed mail. A FIFO of queue ids fed by smtp workers'
- * IPC notices and by spool scans; each message is delivered recipient by recipient (local
- * mailboxes into Maildir), each done recipient recorded durably, the spool file removed
- * when none is left. Runs as the unprivileged user. Input: spool files (self-checked). */
+ * IPC notices, spool scans and `sealmail queue`; each due message has its local recipients
+ * delivered into Maildir here (batched syncs) and its remote ones handed to remote.c
+ * (finish.c settles the outcome), each done recipient recorded durably, the spool file
+ * removed when none is left. Runs as the unprivileged user. Input: spool files
+ * (self-checked), IPC frames (checked). */
 #include "queue/queue.h"
 
 #include <dirent.h>
@@ -21,24 +23,65 @@
 #include "msg/spool.h"
 #include "net/ipc.h"
 #include "queue/maildir.h"
+#include "queue/queue_int.h"
 #include "util/log.h"
 
-struct qitem {
-	struct qitem *next;
-	char qid[32];
-};
+static unsigned qhash(const char *qid)
+{
+	unsigned h = 2166136261u;
+	for (; *qid; qid++)
+		h = (h ^ (unsigned char)*qid) * 16777619u;
+	return h % QMSG_BUCKETS;
+}
 
-struct queue {
-	const struct conf *conf;
-	struct spool *spool;
-	struct event_base *base;
-	struct qitem *head, *tail;
-	int nitems;
-	struct event *run_ev, *scan_ev;
-	char mail_root[PATH_MAX];
-};
+struct qmsg *qmsg_find(struct queue *q, const char *qid)
+{
+	for (struct qmsg *m = q->msgs[qhash(qid)]; m; m = m->hnext)
+		if (strcmp(m->qid, qid) == 0)
+			return m;
+	return NULL;
+}
 
-static void q_push(struct queue *q, const char *qid)
+struct qmsg *qmsg_get(struct queue *q, const char *qid)
+{
+	struct qmsg *m = qmsg_find(q, qid);
+	if (m)
+		return m;
+	m = xcalloc(1, sizeof(*m));
+	snprintf(m->qid, sizeof(m->qid), "%s", qid);
+	if (q->rec && records_state_get(q->rec, qid, &m->st) < 0)
+		log_err("event=records_error qid=%s op=state_get", qid);
+	unsigned h = qhash(qid);
+	m->hnext = q->msgs[h];
+	q->msgs[h] = m;
+	q->nmsgs++;
+	return m;
+}
+
+void qmsg_forget(struct queue *q, const char *qid)
+{
+	for (struct qmsg **pp = &q->msgs[qhash(qid)]; *pp; pp = &(*pp)->hnext)
+		if (strcmp((*pp)->qid, qid) == 0) {
+			struct qmsg *m = *pp;
+			*pp = m->hnext;
+			free(m);
+			q->nmsgs--;
+			break;
+		}
+	if (q->rec && records_state_del(q->rec, qid) != 0)
+		log_err("event=records_error qid=%s op=state_del", qid);
+}
+
+void q_remove(struct queue *q, const char *qid, const char *why)
+{
+	if (spool_remove(q->spool, qid) != 0 && errno != ENOENT)
+		log_err("event=spool_error qid=%s op=remove error=\"%s\"", qid, strerror(errno));
+	else
+		log_info("event=removed qid=%s%s%s", qid, why ? " reason=" : "", why ? why : "");
+	qmsg_forget(q, qid);
+}
+
+void q_push(struct queue *q, const char *qid)
 {
 	struct qitem *it = xcalloc(1, sizeof(*it));
 	snprintf(it->qid, sizeof(it->qid), "%s", qid);
@@ -78,6 +121,7 @@ struct bmsg {
 	struct spool_env env;
 	bool *done;
 	int left;                      /* recipients not delivered after this batch */
+	int remote;                    /* of them, remote ones (remote.c's round comes next) */
 	bool loaded;
 };
 
@@ -104,6 +148,10 @@ static void deliver_batch(struct queue *q)
 			dup |= strcmp(msgs[i].qid, m->qid) == 0;
 		if (dup)
 			continue;
+		/* not due: running, held, or waiting for its next try */
+		struct qmsg *qm = qmsg_get(q, m->qid);
+		if (qm->active || qm->st.held || qm->st.next_try > time(NULL))
+			continue;
 		uint64_t off, len;
 		if (spool_read(q->spool, m->qid, &m->env, &off, &len) != 0) {
 			if (errno != ENOENT)
@@ -124,8 +172,7 @@ static void deliver_batch(struct queue *q)
 			if (fd < 0)
 				continue;
 			if (!rc->mailbox[0]) {
-				log_warn("event=deferred qid=%s to=<%s> status=deferred reason=\"remote delivery is not available yet\"",
-					 m->qid, rc->addr);
+				m->remote++;
 				continue;
 			}
 			if (ncopies == capcopies) {
@@ -216,11 +263,7 @@ static void deliver_batch(struct queue *q)
 	for (int i = 0; i < nmsgs; i++) {
 		struct bmsg *m = &msgs[i];
 		if (m->left == 0) {
-			if (spool_remove(q->spool, m->qid) != 0)
-				log_err("event=spool_error qid=%s op=remove error=\"%s\"", m->qid,
-					strerror(errno));
-			else
-				log_info("event=removed qid=%s", m->qid);
+			q_remove(q, m->qid, NULL);
 		} else {
 			for (int k = 0; k < ncopies; k++)
 				if (copies[k].msg == i && copies[k].published &&
@@ -230,6 +273,19 @@ static void deliver_batch(struct queue *q)
 		}
 		free(m->done);
 		spool_env_free(&m->env);
+	}
+	/* 5. what is left: remote recipients go to remote.c; local failures wait */
+	for (int i = 0; i < nmsgs; i++) {
+		struct bmsg *m = &msgs[i];
+		if (m->left == 0)
+			continue;
+		struct qmsg *qm = qmsg_get(q, m->qid);
+		if (m->remote > 0)
+			q_start_remote(q, qm);
+		else {
+			qm->st.attempts++;
+			q_defer(q, qm, "local delivery failed");
+		}
 	}
 	free(copies);
 	free(msgs);
@@ -241,7 +297,7 @@ static void run_cb(evutil_socket_t fd, short what, void *arg)
 	struct queue *q = arg;
 	(void)fd;
 	(void)what;
-	if (!q->head)
+	if (!q->head || q->stopping)
 		return;
 	deliver_batch(q);
 	if (q->head)
@@ -306,12 +362,14 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 static void client_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct queue *q = arg;
-	char buf[64];
+	char buf[1024];
 	struct ipc_hdr h;
 	int r;
 	while ((r = ipc_read(bufferevent_get_input(bev), &h, buf, sizeof(buf))) == 1) {
 		if (h.type == IPC_MSG_NEW && qid_valid(buf))
 			q_push(q, buf);
+		else if (h.type == IPC_QUEUE_REQ)
+			admin_handle(q, bev, h.id, buf, h.len);
 		else if (h.type == IPC_PING)
 			ipc_send(bev, IPC_PING, h.id, NULL, 0);
 		else
@@ -335,12 +393,36 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
+/* SIGTERM: no new rounds; rounds in flight may finish (so nothing is sent twice) for up to
+ * limits.shutdown_grace seconds. */
+static void stop_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+	(void)fd;
+	(void)what;
+	if (remote_busy(q->remote) == 0)
+		event_base_loopexit(q->base, NULL);
+}
+
 static void sigterm_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct queue *q = arg;
 	(void)sig;
 	(void)what;
-	event_base_loopexit(q->base, NULL);
+	if (q->stopping)
+		return;
+	q->stopping = true;
+	int busy = remote_busy(q->remote);
+	if (busy == 0) {
+		event_base_loopexit(q->base, NULL);
+		return;
+	}
+	log_info("event=queue_stopping deliveries_in_flight=%d grace=%d", busy,
+		 q->conf->shutdown_grace);
+	struct timeval grace = {q->conf->shutdown_grace, 0}, tick = {0, 100000};
+	event_base_loopexit(q->base, &grace);
+	q->stop_ev = event_new(q->base, -1, EV_PERSIST, stop_check_cb, q);
+	event_add(q->stop_ev, &tick);
 }
 
 int queue_main(const struct conf *c, int lfd)
@@ -355,6 +437,22 @@ int queue_main(const struct conf *c, int lfd)
 	q.base = event_base_new();
 	if (!q.base)
 		fatal("event_base_new failed");
+	char err[512];
+	q.rec = records_open(c->data_dir, err, sizeof(err));
+	if (!q.rec) {
+		log_err("event=records_error op=open error=\"%s\"", err);
+		return 75;
+	}
+	q.store = store_open(c->data_dir, false, err, sizeof(err));
+	if (!q.store) {
+		log_err("event=store_error op=open error=\"%s\"", err);
+		return 75;
+	}
+	q.remote = remote_new(q.base, c, q.rec, err, sizeof(err));
+	if (!q.remote) {
+		log_err("event=delivery_config_error error=\"%s\"", err);
+		return 78;
+	}
 	q.run_ev = event_new(q.base, -1, 0, run_cb, &q);
 	q.scan_ev = event_new(q.base, -1, EV_PERSIST, scan_cb, &q);
 	struct timeval iv = {c->queue_scan_interval, 0};
@@ -373,6 +471,18 @@ int queue_main(const struct conf *c, int lfd)
 		q.head = it->next;
 		free(it);
 	}
+	remote_free(q.remote);
+	q_free_rounds(&q);
+	for (int i = 0; i < QMSG_BUCKETS; i++)
+		while (q.msgs[i]) {
+			struct qmsg *m = q.msgs[i];
+			q.msgs[i] = m->hnext;
+			free(m);
+		}
+	if (q.stop_ev)
+		event_free(q.stop_ev);
+	records_close(q.rec);
+	store_close(q.store);
 	event_free(ae);
 	event_free(te);
 	event_free(q.run_ev);

@@ -17,6 +17,8 @@
 
 #include <sqlite3.h>
 
+#include "store/sqlite_util.h"
+
 #include "smtp/parse.h"
 #include "store/store_int.h"
 #include "util/log.h"
@@ -280,38 +282,6 @@ static bool domain_norm(const char *name, char *out, size_t outsz)
 
 /* ---- open, schema ---- */
 
-static int exec_sql(sqlite3 *db, const char *sql, char *err, size_t errsz)
-{
-	char *msg = NULL;
-	int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
-	if (rc != SQLITE_OK)
-		snprintf(err, errsz, "%s", msg ? msg : sqlite3_errstr(rc));
-	sqlite3_free(msg);
-	return rc;
-}
-
-/* Runs a statement returning one value in column 0 (a PRAGMA) and copies it as text. */
-static int query_text(sqlite3 *db, const char *sql, char *out, size_t outsz, char *err,
-                      size_t errsz)
-{
-	sqlite3_stmt *s = NULL;
-	int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
-	if (rc == SQLITE_OK) {
-		rc = sqlite3_step(s);
-		if (rc == SQLITE_ROW) {
-			const unsigned char *t = sqlite3_column_text(s, 0);
-			snprintf(out, outsz, "%s", t ? (const char *)t : "");
-			rc = SQLITE_OK;
-		} else if (rc == SQLITE_DONE) {
-			out[0] = '\0';
-			rc = SQLITE_OK;
-		}
-	}
-	if (rc != SQLITE_OK)
-		snprintf(err, errsz, "%s", sqlite3_errmsg(db));
-	sqlite3_finalize(s);
-	return rc;
-}
 
 /* Brings the schema to STORE_SCHEMA_VERSION inside one write transaction, so two processes
  * opening a new database at once migrate it once. A database at version 0 is new: only then
@@ -319,10 +289,10 @@ static int query_text(sqlite3 *db, const char *sql, char *out, size_t outsz, cha
 static int store_migrate(sqlite3 *db, bool seed_localhost, char *err, size_t errsz)
 {
 	char v[32];
-	int rc = exec_sql(db, "BEGIN IMMEDIATE", err, errsz);
+	int rc = sqlu_exec(db, "BEGIN IMMEDIATE", err, errsz);
 	if (rc != SQLITE_OK)
 		return rc;
-	rc = query_text(db, "PRAGMA user_version", v, sizeof(v), err, errsz);
+	rc = sqlu_text(db, "PRAGMA user_version", v, sizeof(v), err, errsz);
 	if (rc != SQLITE_OK)
 		goto fail;
 	char *end;
@@ -340,7 +310,7 @@ static int store_migrate(sqlite3 *db, bool seed_localhost, char *err, size_t err
 	}
 	bool created = ver == 0;
 	for (long i = ver; i < STORE_SCHEMA_VERSION; i++) {
-		rc = exec_sql(db, migrations[i], err, errsz);
+		rc = sqlu_exec(db, migrations[i], err, errsz);
 		if (rc != SQLITE_OK)
 			goto fail;
 		/* creating a database is routine; upgrading one is worth a line in the log */
@@ -350,17 +320,17 @@ static int store_migrate(sqlite3 *db, bool seed_localhost, char *err, size_t err
 	if (ver != STORE_SCHEMA_VERSION) {
 		char sql[64]; /* PRAGMA takes no parameters; the value is our own constant */
 		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
-		rc = exec_sql(db, sql, err, errsz);
+		rc = sqlu_exec(db, sql, err, errsz);
 		if (rc != SQLITE_OK)
 			goto fail;
 	}
 	if (created && seed_localhost) {
-		rc = exec_sql(db, "INSERT OR IGNORE INTO domains (name) VALUES ('localhost')", err,
+		rc = sqlu_exec(db, "INSERT OR IGNORE INTO domains (name) VALUES ('localhost')", err,
 		              errsz);
 		if (rc != SQLITE_OK)
 			goto fail;
 	}
-	rc = exec_sql(db, "COMMIT", err, errsz);
+	rc = sqlu_exec(db, "COMMIT", err, errsz);
 	if (rc != SQLITE_OK)
 		goto fail;
 	return SQLITE_OK;
@@ -375,7 +345,7 @@ struct store *store_open(const char *data_dir, bool seed_localhost, char *err, s
 	char dummy[8];
 	char mode[16];
 	struct store *st = NULL;
-	int fd, n;
+	int n, rc;
 
 	if (err == NULL || errsz == 0) {
 		err = dummy;
@@ -391,43 +361,22 @@ struct store *store_open(const char *data_dir, bool seed_localhost, char *err, s
 		snprintf(err, errsz, "data directory path too long");
 		return NULL;
 	}
-	/* Create the file ourselves so it is 0600 (SQLite would use 0644 & ~umask); the -wal and
-	 * -shm files inherit its mode. */
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
-		snprintf(err, errsz, "%s: %s", path, strerror(errno));
-		return NULL;
-	}
-	close(fd);
-
 	st = calloc(1, sizeof(*st));
 	if (st == NULL) {
 		snprintf(err, errsz, "out of memory");
 		return NULL;
 	}
-	int rc = sqlite3_open_v2(path, &st->db,
-	                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
-	                         NULL);
-	if (rc != SQLITE_OK) {
-		snprintf(err, errsz, "%s: %s", path,
-		         st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
-		goto fail;
-	}
-	sqlite3_extended_result_codes(st->db, 1);
-	sqlite3_busy_timeout(st->db, 5000);
-	if (query_text(st->db, "PRAGMA journal_mode = WAL", mode, sizeof(mode), err, errsz) !=
-	    SQLITE_OK)
-		goto fail_path;
-	if (strcmp(mode, "wal") != 0) {
-		snprintf(err, errsz, "cannot use WAL journal (got \"%.10s\")", mode);
-		goto fail_path;
+	st->db = sqlu_open(path, 5000, err, errsz);
+	if (!st->db) {
+		free(st);
+		return NULL;
 	}
 	/* Admin changes: FULL (fsync the WAL at each commit). The lookup process, which writes
 	 * a counter per recipient, switches to NORMAL (store_sync_normal). */
-	if (exec_sql(st->db, "PRAGMA synchronous = FULL", err, errsz) != SQLITE_OK ||
-	    exec_sql(st->db, "PRAGMA foreign_keys = ON", err, errsz) != SQLITE_OK)
+	if (sqlu_exec(st->db, "PRAGMA synchronous = FULL", err, errsz) != SQLITE_OK ||
+	    sqlu_exec(st->db, "PRAGMA foreign_keys = ON", err, errsz) != SQLITE_OK)
 		goto fail_path;
-	if (query_text(st->db, "PRAGMA foreign_keys", mode, sizeof(mode), err, errsz) != SQLITE_OK)
+	if (sqlu_text(st->db, "PRAGMA foreign_keys", mode, sizeof(mode), err, errsz) != SQLITE_OK)
 		goto fail_path;
 	if (strcmp(mode, "1") != 0) {
 		snprintf(err, errsz, "this SQLite does not enforce foreign keys");
@@ -454,7 +403,6 @@ fail_path : {
 	snprintf(msg, sizeof(msg), "%s", err);
 	snprintf(err, errsz, "%s: %s", path, msg);
 }
-fail:
 	store_close(st);
 	return NULL;
 }
@@ -462,7 +410,7 @@ fail:
 void store_sync_normal(struct store *st)
 {
 	char err[128];
-	if (exec_sql(st->db, "PRAGMA synchronous = NORMAL", err, sizeof(err)) != SQLITE_OK)
+	if (sqlu_exec(st->db, "PRAGMA synchronous = NORMAL", err, sizeof(err)) != SQLITE_OK)
 		log_warn("event=store_error op=synchronous error=\"%s\"", err);
 }
 

@@ -178,3 +178,24 @@ def der_info(der):
         elif s.startswith("Public-Key:") and key == "RSA":
             key = "RSA " + s.split("(", 1)[1].split()[0]
     return {"serial": serial, "cn": cn, "key": key, "text": txt}
+
+
+def expired_leaf(ca, name, outdir, days_ago=1):
+    """A leaf for name signed by ca whose validity ended days_ago days ago (it was valid for
+    30 days before that); written to outdir (fullchain.pem + privkey.pem)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    na = now - datetime.timedelta(days=days_ago)
+    return ca.issue(name, not_before=na - datetime.timedelta(days=30), not_after=na,
+                    outdir=outdir)
+
+
+def selfsigned_leaf(outdir, name, kind="ec"):
+    """A self-signed certificate for name (CN and DNS SAN), trusted by nobody: returns
+    (cert_path, key_path) in outdir."""
+    os.makedirs(outdir, exist_ok=True)
+    key = genkey(os.path.join(outdir, "privkey.pem"), kind)
+    cert = os.path.join(outdir, "fullchain.pem")
+    _run(["req", "-x509", "-new", "-key", key, "-subj", "/CN=%s" % name, "-days", "30",
+          "-out", cert, "-addext", "subjectAltName=DNS:%s" % name,
+          "-addext", "basicConstraints=critical,CA:FALSE"])
+    return cert, key

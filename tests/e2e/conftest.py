@@ -33,6 +33,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+_world_dns = None
+
+
+def default_dns():
+    """One DNS server on loopback for every test server that does not bring its own: mail
+    for remote.test goes to 127.0.0.9 on a port where nothing listens (deferred at once),
+    every other name is NXDOMAIN. So no test ever asks the machine's resolver."""
+    global _world_dns
+    if _world_dns is None:
+        from fakedns import FakeDNS
+        _world_dns = FakeDNS().start()
+        _world_dns.add("remote.test", "MX", (10, "mx.remote.test"))
+        _world_dns.add("mx.remote.test", "A", "127.0.0.9")
+    return _world_dns
+
+
 def run_cli(args, home=None, conf=None, check=True, input=None):
     cmd = [BIN] + args
     if conf:
@@ -60,9 +76,11 @@ class Server:
             f.write(
                 "hostname = %s\ndata_dir = %s\nuser = \"\"\nworkers = %d\n"
                 "postmaster = postmaster@example.test\n"
+                "[dns]\nforwarders = 127.0.0.1@%d\n[delivery]\nport = %d\n"
                 "[listen]\nmx = 127.0.0.1:%d\nsubmission = 127.0.0.1:%d\nsubmissions = 127.0.0.1:%d\n"
-                "%s\n%s\n" % (self.hostname, self.data, workers, self.ports["mx"],
-                              self.ports["submission"], self.ports["submissions"], tls, extra))
+                "%s\n%s\n" % (self.hostname, self.data, workers, default_dns().port,
+                              free_port(), self.ports["mx"], self.ports["submission"],
+                              self.ports["submissions"], tls, extra))
         for d in domains:
             run_cli(["domain", "add", d], conf=self.conf)
         for m in mailboxes:

@@ -159,7 +159,8 @@ def _qid(text):
 
 
 def test_recovery_torn_spool_file_and_tmp_leftovers(make_server):
-    server = make_server()
+    # retries 1 s apart: the schedule survives the restart, so a long wait would, too
+    server = make_server(extra="[queue]\nretry_interval = 1s\nretry_max = 1s\nscan_interval = 1s\n")
     # alice's Maildir path is blocked by a file: deliveries stay deferred in the spool
     mdir = server.maildir("alice@example.test")
     os.makedirs(os.path.dirname(mdir), exist_ok=True)

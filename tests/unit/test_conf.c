@@ -368,8 +368,8 @@ static void test_bad_values(void **state)
 	     "2: limits.idle_timeout: 5s is below the minimum 10s"},
 	    {"[limits]\nidle_timeout = 2h\n", "2: limits.idle_timeout: 2h is above the maximum 1h"},
 	    {"[limits]\nidle_timeout = 5x\n",
-	     "2: limits.idle_timeout: \"5x\" is not a duration (seconds, or with s, m or h: 30s, "
-	     "5m, 1h)"},
+	     "2: limits.idle_timeout: \"5x\" is not a duration (seconds, or with s, m, h or d: "
+	     "30s, 5m, 1h, 5d)"},
 	    {"[limits]\nshutdown_grace = 11m\n",
 	     "2: limits.shutdown_grace: 11m is above the maximum 10m"},
 	    {"[limits]\nconnections = 1000001\n",
