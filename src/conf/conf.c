@@ -200,8 +200,9 @@ static const struct conf_option conf_opts[] = {
 		"covers its subdomains); an entry replaces delivery.tls_policy for its domain."},
 	{.section = "delivery", .key = "tls_min_version", .type = CT_ENUM,
 	 FLD(delivery_tls_min_version), .def = 2, .names = tls_version_names, .reload = true,
-	 .doc = "Oldest TLS version offered to MX hosts. Below TLSv1.2 only for peers that "
-		"can do nothing newer; it is logged at start."},
+	 .doc = "Oldest TLS version offered to MX hosts. Below TLSv1.2 applies to level may "
+		"only (encrypt and verify always need TLSv1.2), for peers that can do nothing "
+		"newer; a warning is logged at start."},
 	{.section = "delivery", .key = "ca_file", .type = CT_PATH, FLD(delivery_ca_file),
 	 .def_str = "", .def_doc = "\"\" (the system's CA certificates)", .reload = true,
 	 .doc = "CA certificates (PEM) that the verify level trusts."},

@@ -120,6 +120,10 @@ void smtpc_tls_start(struct smtpc *c)
 		return;
 	}
 	SSL_set_ex_data(ssl, smtpc_ssl_idx, c);
+	/* TLS older than 1.2 (delivery.tls_min_version) is for opportunistic TLS only: a level
+	 * that requires TLS requires a modern one */
+	if (c->level >= TLS_LEVEL_ENCRYPT && SSL_get_min_proto_version(ssl) < TLS1_2_VERSION)
+		SSL_set_min_proto_version(ssl, TLS1_2_VERSION);
 	c->verify_err = 0;
 	SSL_set_verify(ssl, SSL_VERIFY_PEER, verify_cb);
 	/* RFC 6066 3: no SNI for an address; the name check is against an IP SAN then */
@@ -217,6 +221,10 @@ SSL_CTX *smtpc_tls_ctx_new(const char *ca_file, int min_version, char *err, size
 	}
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
 	                             SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/* OpenSSL 3's default security level refuses TLS 1.0/1.1 outright; an admin who asked
+	 * for them (level may only) gets them */
+	if (min_version && min_version < TLS1_2_VERSION)
+		SSL_CTX_set_security_level(ctx, 0);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	if (ca_file && *ca_file) {
 		if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
