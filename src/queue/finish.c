@@ -197,7 +197,7 @@ static void round_done(void *arg, struct remote_job *job)
 	struct dsn_rcpt *delay = xcalloc((size_t)r->job.n, sizeof(*delay));
 	struct dsn_rcpt *okn = xcalloc((size_t)r->job.n, sizeof(*okn));
 	char (*why)[600] = xcalloc((size_t)r->job.n, sizeof(*why));
-	int nfail = 0, ndelay = 0, nok = 0, nleft = 0;
+	int nfail = 0, ndelay = 0, nok = 0;
 	const char *last_reason = NULL;
 	for (int j = 0; j < r->job.n; j++) {
 		struct remote_res *res = &r->res[j];
@@ -209,16 +209,13 @@ static void round_done(void *arg, struct remote_job *job)
 				     .diag = res->diag,
 				     .reason = res->reason,
 				     .last_attempt = now};
-		bool done = false;
 		if (res->out == REMOTE_SENT) {
-			done = true;
 			/* RFC 3461 5.2.2: the next hop without DSN cannot report success: we do */
 			if (!res->dsn_passed && wants(rc, DSN_RELAYED)) {
 				d.action = DSN_RELAYED;
 				okn[nok++] = d;
 			}
 		} else if (res->out == REMOTE_BOUNCE || expired) {
-			done = true;
 			if (res->out != REMOTE_BOUNCE) {
 				snprintf(why[j], sizeof(why[j]),
 					 "delivery time expired (queue.lifetime %dd %dh); last error: %s",
@@ -248,7 +245,6 @@ static void round_done(void *arg, struct remote_job *job)
 				fail[nfail++] = d;
 			}
 		} else {
-			nleft++;
 			last_reason = res->diag[0] ? res->diag : res->reason;
 			if (!m->st.warned && c->queue_delay_warning > 0 &&
 			    now - r->env.arrival >= c->queue_delay_warning && wants(rc, DSN_DELAYED)) {
@@ -256,11 +252,6 @@ static void round_done(void *arg, struct remote_job *job)
 				delay[ndelay++] = d;
 			}
 		}
-		/* a failure is done once its notice is spooled (below) */
-		if (done && res->out == REMOTE_SENT &&
-		    spool_mark_done(q->spool, r->qid, r->idx[j]) != 0)
-			log_err("event=spool_error qid=%s op=mark_done error=\"%s\"", r->qid,
-				strerror(errno));
 	}
 	if (nfail)
 		send_notice(q, r, fail, nfail, 0);
@@ -270,28 +261,35 @@ static void round_done(void *arg, struct remote_job *job)
 	}
 	if (nok)
 		send_notice(q, r, okn, nok, 0);
-	for (int j = 0; j < r->job.n; j++)
-		if ((r->res[j].out == REMOTE_BOUNCE || (expired && r->res[j].out == REMOTE_DEFER)) &&
-		    spool_mark_done(q->spool, r->qid, r->idx[j]) != 0)
-			log_err("event=spool_error qid=%s op=mark_done error=\"%s\"", r->qid,
-				strerror(errno));
 	free(fail);
 	free(delay);
 	free(okn);
 	free(why);
 
-	/* local recipients still waiting keep the message too */
+	/* Who is done now: delivered, and returned (their notice is spooled above). When that
+	 * is everyone, the spool file goes at once; only a message that stays records its done
+	 * recipients (one synced append each). */
 	bool *done = xcalloc((size_t)r->env.nrcpts, sizeof(bool));
+	bool *now_done = xcalloc((size_t)r->job.n, sizeof(bool));
 	spool_load_done(q->spool, r->qid, done, r->env.nrcpts);
+	for (int j = 0; j < r->job.n; j++) {
+		enum remote_outcome o = r->res[j].out;
+		now_done[j] = o == REMOTE_SENT || o == REMOTE_BOUNCE || expired;
+		done[r->idx[j]] |= now_done[j];
+	}
 	int pending = 0;
 	for (int i = 0; i < r->env.nrcpts; i++)
 		pending += !done[i];
+	for (int j = 0; j < r->job.n && pending > 0 && !m->deleted; j++)
+		if (now_done[j] && spool_mark_done(q->spool, r->qid, r->idx[j]) != 0)
+			log_err("event=spool_error qid=%s op=mark_done error=\"%s\"", r->qid,
+				strerror(errno));
+	free(now_done);
 	free(done);
 	if (m->deleted || pending == 0)
 		q_remove(q, r->qid, m->deleted ? "deleted" : NULL);
 	else
 		q_defer(q, m, last_reason ? last_reason : "local delivery failed");
-	(void)nleft;
 	round_free(r);
 }
 
