@@ -796,7 +796,8 @@ static void action_text(FILE *out, enum qcli_cmd cmd, struct lines *ls)
 		fputs(": ", out);
 		qcli_term_str(out, f[C_ACTION], SIZE_MAX);
 		putc('\n', out);
-		n++;
+		/* "skipped (...)": the queue did nothing to it */
+		n += strncmp(f[C_ACTION], "skipped", 7) != 0;
 	}
 	fprintf(out, "%d message%s %s\n", n, n == 1 ? "" : "s", done_words[cmd]);
 }

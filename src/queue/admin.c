@@ -184,7 +184,7 @@ static void act(struct queue *q, struct reply *rp, const char *cmd, const char *
 	const char *what = cmd;
 	if (strcmp(cmd, "retry") == 0) {
 		m->st.next_try = 0;
-		what = m->st.held ? "held (release it first)" : "retry";
+		what = m->st.held ? "skipped (held: release it first)" : "retry";
 	} else if (strcmp(cmd, "hold") == 0) {
 		m->st.held = true;
 		what = "held";

@@ -23,7 +23,9 @@
  *     policy_source tls_version tls_cipher cert cert_error dnssec fallback attempt_no delay
  *       one delivery attempt (struct attempt in records.h, same order; time and delay with
  *       3 decimals, fallback 0/1)
- *   C qid action      for retry/hold/release/delete: one line per message acted on
+ *   C qid action      for retry/hold/release/delete: one line per message named; action
+ *       "retry", "held", "released", "deleted" (maybe with a note in parentheses), or
+ *       "skipped (why)" when nothing was done to it
  * list gives M lines; show gives its M line, its R lines, then its A lines (oldest first).
  * Runs in the queue process (answer) and the CLI (ask). */
 #ifndef SEALMAIL_QUEUE_ADMIN_H

@@ -231,7 +231,9 @@ static void round_done(void *arg, struct remote_job *job)
 				snprintf(a.qid, sizeof(a.qid), "%s", r->qid);
 				a.rcpt = r->idx[j];
 				snprintf(a.rcpt_addr, sizeof(a.rcpt_addr), "%s", rc->addr);
-				a.time = (double)now;
+				struct timespec ts;
+				clock_gettime(CLOCK_REALTIME, &ts);
+				a.time = (double)ts.tv_sec + ts.tv_nsec / 1e9;
 				snprintf(a.status, sizeof(a.status), "expired");
 				snprintf(a.enh, sizeof(a.enh), "4.4.7");
 				snprintf(a.reason, sizeof(a.reason), "%s", why[j]);
