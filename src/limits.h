@@ -71,4 +71,50 @@
 /* Hashing threads in the lookup process (argon2id is slow by design). */
 #define LIM_AUTH_THREADS 2
 
+/* DNS answers (src/dns). RFC 1035 4.2.2: a message is at most 65535 octets (TCP length). */
+#define LIM_DNS_MSG 65535
+/* RFC 1035 2.3.4: a name is at most 255 octets of wire format, 253 characters as text;
+ * a label at most 63 octets. */
+#define LIM_DNS_NAME_WIRE 255
+#define LIM_DNS_NAME 253
+#define LIM_DNS_LABEL 63
+/* Answer records looked at per packet, and MX records sorted per domain (a real MX set is
+ * a handful; this only bounds the work a hostile answer can cause). */
+#define LIM_DNS_ANSWER_RRS 256
+/* CNAME hops followed inside one answer (libunbound itself stops long chains). */
+#define LIM_DNS_CNAME_HOPS 16
+/* RFC 1035 4.1.4: compression pointers followed per name (each must also point backwards,
+ * so no loop is possible; this bounds the work per name). */
+#define LIM_DNS_PTR_JUMPS 64
+/* Forwarders accepted in dns.forwarders. */
+#define LIM_DNS_FORWARDERS 16
+
+/* Outbound SMTP client (src/queue/smtpc*). AUTH PLAIN's base64 must fit one command line
+ * (RFC 4954 4 allows 12288 octets; a user name or password past 255 is a config error). */
+#define LIM_SMTPC_AUTH 255
+/* The message body is read from the spool in chunks of this size; the output buffer is
+ * refilled when it drains below LOW and never filled far past HIGH, so a message of any
+ * size costs at most HIGH + 2 * CHUNK bytes per connection. */
+#define LIM_SMTPC_CHUNK (64 * 1024)
+#define LIM_SMTPC_OUT_LOW (64 * 1024)
+#define LIM_SMTPC_OUT_HIGH (256 * 1024)
+
+/* TLS policy file (src/policy/tlspolicy.c; the admin's, but maybe not the file meant). A line
+ * is "domain level" plus comment: 1024 bytes is generous for a 255-octet domain and keeps a
+ * line's buffer on the stack. */
+#define LIM_TLSPOL_LINE 1024
+/* Entries per policy file: bounds memory for a file that is not what the admin meant. */
+#define LIM_TLSPOL_ENTRIES 100000
+
+/* Delivery status notifications (src/queue/dsn.c). A remote reply or reason quoted in the
+ * notice is cut here (a multiline SMTP reply joined into one line stays well below; this
+ * only stops a hostile server filling the bounce). */
+#define LIM_DSN_TEXT 2048
+/* text/rfc822-headers: the header section is searched for its end this far; a message whose
+ * first empty line comes later (or never) has its first LIM_DSN_HDRS bytes returned, cut at
+ * a line end. Real header sections are a few KiB; 256 KiB keeps long Received chains. */
+#define LIM_DSN_HDRS (256 * 1024)
+/* The original is read and copied in chunks of this size (never held whole in memory). */
+#define LIM_DSN_CHUNK (64 * 1024)
+
 #endif

@@ -1,8 +1,9 @@
 /* The asynchronous resolver of dns/resolve.h: libunbound on the caller's libevent loop, the
  * mail route of a domain (MX, null MX, implicit MX, CNAMEs, A/AAAA of every host) and the
  * addresses of one host, each with its DNSSEC status. Runs in the queue process and in
- * `sealmail check route`. Untrusted input: DNS answer packets, parsed here with every offset,
- * count, compression pointer and name length bounded; nothing in them is a C string. */
+ * `sealmail check route`. Untrusted input: DNS answer packets, read through dns/dnsmsg.c
+ * (every offset, count, compression pointer and name length bounded there); what it returns
+ * is used here. */
 #include "dns/resolve.h"
 
 #include <arpa/inet.h>
@@ -19,28 +20,10 @@
 #include <unbound.h>
 #include <unbound-event.h>
 
+#include "dns/dnsmsg.h"
 #include "util/log.h"
 
 #define DNS_TIMEOUT_DEFAULT 30
-/* Forwarders accepted in dns.forwarders. */
-#define DNS_MAX_FORWARDERS 16
-/* CNAME hops followed inside one answer (libunbound itself stops long chains). */
-#define DNS_MAX_CNAME_HOPS 16
-/* Answer records looked at per packet, and MX records sorted per domain. */
-#define DNS_MAX_ANSWER_RRS 256
-/* RFC 1035 4.1.4: compression pointers followed per name (each must point backwards). */
-#define DNS_MAX_PTR_JUMPS 64
-/* A host name in text: RFC 1035 2.3.4, 255 octets of wire format is 253 characters. */
-#define DNS_NAME_TEXT 253
-
-#define RR_A 1
-#define RR_CNAME 5
-#define RR_MX 15
-#define RR_AAAA 28
-#define CLASS_IN 1
-
-#define RCODE_NOERROR 0
-#define RCODE_NXDOMAIN 3
 
 /* What became of one libunbound lookup. */
 enum job_out {
@@ -61,7 +44,7 @@ struct dns_query;
 struct dns_job {
 	struct dns_query *q;
 	int host;   /* index in route.hosts; -1 for the MX lookup */
-	int rrtype; /* RR_MX, RR_A, RR_AAAA */
+	int rrtype; /* DNSMSG_T_MX, DNSMSG_T_A, DNSMSG_T_AAAA */
 	enum job_state state;
 	int async_id;
 	enum job_out out;
@@ -97,203 +80,16 @@ struct dns_resolver {
 	struct dns_query *queries;
 };
 
-/* ---- names ---------------------------------------------------------------------------- */
-
-/* Letters, digits, hyphen, underscore (SRV-style labels): what a mail host name may hold. */
-static bool host_char(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
-}
-
 static unsigned char lower(unsigned char c)
 {
 	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
-}
-
-/* A name from our caller into out (DNS_NAME_TEXT + 1 at least): lower case, one trailing
- * dot dropped, labels of 1..63 host characters, at most 253 characters. */
-static bool name_from_text(const char *in, char *out, size_t outsz)
-{
-	size_t n = strlen(in), label = 0;
-	if (n > 0 && in[n - 1] == '.')
-		n--;
-	if (n == 0 || n > DNS_NAME_TEXT || n >= outsz)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = lower((unsigned char)in[i]);
-		if (c == '.') {
-			if (label == 0)
-				return false;
-			label = 0;
-		} else if (!host_char(c) || ++label > 63) {
-			return false;
-		}
-		out[i] = (char)c;
-	}
-	if (label == 0)
-		return false;
-	out[n] = '\0';
-	return true;
-}
-
-/* Reads the name at `off` of packet p (RFC 1035 3.1, compressed as in 4.1.4) as lower-case
- * text without the trailing dot ("" for the root) into out (DNS_NAME_TEXT + 1 at least).
- * *end is the offset just after the name where it stands. Returns 0, -1 when the packet is
- * malformed there, 1 when the name is well formed but not a host name. */
-static int name_from_wire(const uint8_t *p, size_t n, size_t off, char *out, size_t outsz,
-                          size_t *end)
-{
-	size_t pos = off, wire = 1, o = 0;
-	int jumps = 0;
-	bool jumped = false, bad = false;
-
-	*end = off;
-	out[0] = '\0';
-	for (;;) {
-		if (pos >= n)
-			return -1;
-		uint8_t c = p[pos];
-		if ((c & 0xC0) == 0xC0) {
-			if (pos + 1 >= n)
-				return -1;
-			size_t target = ((size_t)(c & 0x3F) << 8) | p[pos + 1];
-			if (!jumped) {
-				*end = pos + 2;
-				jumped = true;
-			}
-			/* backwards only, and few: no loops */
-			if (target >= pos || ++jumps > DNS_MAX_PTR_JUMPS)
-				return -1;
-			pos = target;
-			continue;
-		}
-		if (c & 0xC0)
-			return -1; /* RFC 6891 obsoleted the other label types */
-		pos++;
-		if (c == 0)
-			break;
-		wire += (size_t)c + 1;
-		if (wire > 255 || pos + c > n) /* RFC 1035 2.3.4 */
-			return -1;
-		if (o > 0)
-			out[o++] = '.';
-		for (size_t i = 0; i < c; i++) {
-			unsigned char ch = lower(p[pos + i]);
-			if (!host_char(ch)) {
-				bad = true;
-				ch = '?';
-			}
-			if (o + 1 >= outsz)
-				return -1;
-			out[o++] = (char)ch;
-		}
-		pos += c;
-	}
-	if (!jumped)
-		*end = pos;
-	out[o] = '\0';
-	return bad ? 1 : 0;
-}
-
-/* ---- answer packets ------------------------------------------------------------------- */
-
-struct pkt_rr {
-	uint16_t type;
-	uint16_t rdlen;
-	uint32_t owner; /* offset of the owner name */
-	uint32_t rdata; /* offset of the rdata */
-};
-
-struct pkt {
-	const uint8_t *p;
-	size_t n;
-	int rcode;
-	int nrr;
-	struct pkt_rr rr[DNS_MAX_ANSWER_RRS];
-};
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-/* Header, question and the answer section's records of class IN. -1 when malformed. */
-static int pkt_parse(struct pkt *k, const uint8_t *p, size_t n)
-{
-	char name[DNS_NAME_TEXT + 1];
-	size_t pos = 12, end;
-
-	k->p = p;
-	k->n = n;
-	k->nrr = 0;
-	if (p == NULL || n < 12)
-		return -1;
-	k->rcode = p[3] & 0x0F;
-	unsigned qd = get16(p + 4), an = get16(p + 6);
-	if (qd > 1)
-		return -1;
-	for (unsigned i = 0; i < qd; i++) {
-		if (name_from_wire(p, n, pos, name, sizeof(name), &end) < 0 || end + 4 > n)
-			return -1;
-		pos = end + 4;
-	}
-	for (unsigned i = 0; i < an; i++) {
-		if (name_from_wire(p, n, pos, name, sizeof(name), &end) < 0 || end + 10 > n)
-			return -1;
-		uint16_t type = get16(p + end), class = get16(p + end + 2);
-		uint16_t rdlen = get16(p + end + 8);
-		if (end + 10 + rdlen > n)
-			return -1;
-		if (class == CLASS_IN && k->nrr < DNS_MAX_ANSWER_RRS) {
-			struct pkt_rr *rr = &k->rr[k->nrr++];
-			rr->type = type;
-			rr->rdlen = rdlen;
-			rr->owner = (uint32_t)pos;
-			rr->rdata = (uint32_t)(end + 10);
-		}
-		pos = end + 10 + rdlen;
-	}
-	return 0;
-}
-
-/* Does record i stand at `name`? Owners that are not host names match nothing. */
-static bool rr_owner_is(const struct pkt *k, int i, const char *name)
-{
-	char owner[DNS_NAME_TEXT + 1];
-	size_t end;
-	return name_from_wire(k->p, k->n, k->rr[i].owner, owner, sizeof(owner), &end) == 0 &&
-	       strcmp(owner, name) == 0;
-}
-
-/* Follows the CNAME chain from `name` inside the answer: the final name into out (same size
- * as the name buffers). Returns whether a CNAME was followed. */
-static bool pkt_chase(const struct pkt *k, const char *name, char *out, size_t outsz)
-{
-	bool followed = false;
-	snprintf(out, outsz, "%s", name);
-	for (int hop = 0; hop < DNS_MAX_CNAME_HOPS; hop++) {
-		int i;
-		for (i = 0; i < k->nrr; i++)
-			if (k->rr[i].type == RR_CNAME && rr_owner_is(k, i, out))
-				break;
-		if (i == k->nrr)
-			break;
-		char target[DNS_NAME_TEXT + 1];
-		size_t end;
-		if (name_from_wire(k->p, k->n, k->rr[i].rdata, target, sizeof(target), &end) != 0 ||
-		    end > (size_t)k->rr[i].rdata + k->rr[i].rdlen || target[0] == '\0')
-			break;
-		snprintf(out, outsz, "%s", target);
-		followed = true;
-	}
-	return followed;
 }
 
 /* ---- words ---------------------------------------------------------------------------- */
 
 static const char *rrtype_name(int t)
 {
-	return t == RR_MX ? "MX" : t == RR_A ? "A" : t == RR_AAAA ? "AAAA" : "?";
+	return t == DNSMSG_T_MX ? "MX" : t == DNSMSG_T_A ? "A" : t == DNSMSG_T_AAAA ? "AAAA" : "?";
 }
 
 static const char *rcode_name(int rc)
@@ -408,7 +204,7 @@ static const char *job_name(const struct dns_job *j)
 }
 
 /* The parts common to every answer: errors, bogus, rcode. Returns true when j is settled. */
-static bool job_settle_failure(struct dns_job *j, int rcode, const struct pkt *k, int parsed,
+static bool job_settle_failure(struct dns_job *j, int rcode, const struct dnsmsg *k, int parsed,
                                int sec, const char *why_bogus)
 {
 	const char *t = rrtype_name(j->rrtype), *name = job_name(j);
@@ -424,15 +220,15 @@ static bool job_settle_failure(struct dns_job *j, int rcode, const struct pkt *k
 		         t, name, safe[0] ? ": " : "", safe);
 		return true;
 	}
-	if (rcode == RCODE_NOERROR && parsed == 0)
+	if (rcode == DNSMSG_RCODE_NOERROR && parsed == 0)
 		rcode = k->rcode;
-	if (rcode == RCODE_NXDOMAIN) {
+	if (rcode == DNSMSG_RCODE_NXDOMAIN) {
 		j->out = JOB_NXDOMAIN;
 		text_set(j->why, sizeof(j->why), "%s lookup for %s: NXDOMAIN (no such name)", t,
 		         name);
 		return true;
 	}
-	if (rcode != RCODE_NOERROR) {
+	if (rcode != DNSMSG_RCODE_NOERROR) {
 		j->out = JOB_TEMP;
 		text_set(j->why, sizeof(j->why), "%s lookup for %s: %s", t, name,
 		         rcode_name(rcode));
@@ -446,17 +242,11 @@ static bool job_settle_failure(struct dns_job *j, int rcode, const struct pkt *k
 	return false;
 }
 
-struct mx_cand {
-	uint16_t pref;
-	uint32_t name; /* offset of the exchange name */
-	uint32_t end;  /* end of its rdata */
-};
-
 /* RFC 5321 5.1: lowest preference first; equal preferences in random order. */
-static void mx_order(struct mx_cand *c, int n)
+static void mx_order(struct dnsmsg_mx *c, int n)
 {
 	for (int i = 1; i < n; i++) {
-		struct mx_cand v = c[i];
+		struct dnsmsg_mx v = c[i];
 		int k = i - 1;
 		while (k >= 0 && c[k].pref > v.pref) {
 			c[k + 1] = c[k];
@@ -470,7 +260,7 @@ static void mx_order(struct mx_cand *c, int n)
 			hi++;
 		for (int i = hi - 1; i > lo; i--) { /* Fisher-Yates within [lo, hi) */
 			int k = lo + (int)randombytes_uniform((uint32_t)(i - lo + 1));
-			struct mx_cand t = c[i];
+			struct dnsmsg_mx t = c[i];
 			c[i] = c[k];
 			c[k] = t;
 		}
@@ -478,23 +268,16 @@ static void mx_order(struct mx_cand *c, int n)
 	}
 }
 
-static void mx_answer(struct dns_job *j, const struct pkt *k)
+static void mx_answer(struct dns_job *j, const struct dnsmsg *k)
 {
 	struct dns_route *rt = &j->q->route;
-	char final[DNS_NAME_TEXT + 1];
-	struct mx_cand cand[DNS_MAX_ANSWER_RRS];
-	int ncand = 0, nroot = 0;
+	char final[LIM_DNS_NAME + 1];
+	struct dnsmsg_mx cand[LIM_DNS_ANSWER_RRS];
+	int ncand, nroot = 0;
 
-	if (pkt_chase(k, rt->domain, final, sizeof(final)))
+	if (dnsmsg_chase(k, rt->domain, final, sizeof(final)))
 		text_set(rt->canonical, sizeof(rt->canonical), "%s", final);
-	for (int i = 0; i < k->nrr; i++) {
-		if (k->rr[i].type != RR_MX || k->rr[i].rdlen < 3 || !rr_owner_is(k, i, final))
-			continue;
-		cand[ncand].pref = get16(k->p + k->rr[i].rdata);
-		cand[ncand].name = k->rr[i].rdata + 2;
-		cand[ncand].end = k->rr[i].rdata + k->rr[i].rdlen;
-		ncand++;
-	}
+	ncand = dnsmsg_mx(k, final, cand, LIM_DNS_ANSWER_RRS);
 	if (ncand == 0) {
 		j->out = JOB_NODATA;
 		return;
@@ -502,10 +285,8 @@ static void mx_answer(struct dns_job *j, const struct pkt *k)
 	j->out = JOB_DATA;
 	mx_order(cand, ncand);
 	for (int i = 0; i < ncand && rt->nhosts < DNS_MAX_HOSTS; i++) {
-		char name[DNS_NAME_TEXT + 1];
-		size_t end;
-		if (name_from_wire(k->p, k->n, cand[i].name, name, sizeof(name), &end) != 0 ||
-		    end > cand[i].end)
+		char name[LIM_DNS_NAME + 1];
+		if (!dnsmsg_mx_target(k, &cand[i], name, sizeof(name)))
 			continue; /* not a host name: unusable */
 		if (name[0] == '\0') {
 			nroot++;
@@ -534,22 +315,18 @@ static void mx_answer(struct dns_job *j, const struct pkt *k)
 	}
 }
 
-static void addr_answer(struct dns_job *j, const struct pkt *k)
+static void addr_answer(struct dns_job *j, const struct dnsmsg *k)
 {
 	struct dns_route *rt = &j->q->route;
 	const char *name = job_name(j);
-	char final[DNS_NAME_TEXT + 1];
-	uint16_t want = (uint16_t)j->rrtype, len = j->rrtype == RR_AAAA ? 16 : 4;
+	char final[LIM_DNS_NAME + 1];
+	int want = j->rrtype;
 
 	/* a route's canonical name comes from its MX answer; dns_host's from here */
-	if (pkt_chase(k, name, final, sizeof(final)) && j->q->mx.rrtype == 0 &&
+	if (dnsmsg_chase(k, name, final, sizeof(final)) && j->q->mx.rrtype == 0 &&
 	    rt->canonical[0] == '\0')
 		text_set(rt->canonical, sizeof(rt->canonical), "%s", final);
-	for (int i = 0; i < k->nrr && j->naddrs < DNS_MAX_ADDRS; i++) {
-		if (k->rr[i].type != want || k->rr[i].rdlen != len || !rr_owner_is(k, i, final))
-			continue;
-		memcpy(j->addr[j->naddrs++], k->p + k->rr[i].rdata, len);
-	}
+	j->naddrs = dnsmsg_addrs(k, final, want, j->addr, DNS_MAX_ADDRS);
 	j->out = j->naddrs > 0 ? JOB_DATA : JOB_NODATA;
 	if (j->out == JOB_NODATA)
 		text_set(j->why, sizeof(j->why), "%s lookup for %s: no records", rrtype_name(want),
@@ -562,7 +339,7 @@ static void job_answer(void *arg, int rcode, void *packet, int len, int sec, cha
 {
 	struct dns_job *j = arg;
 	struct dns_query *q = j->q;
-	struct pkt k;
+	struct dnsmsg k;
 	int parsed = -1;
 
 	(void)was_ratelimited;
@@ -571,10 +348,10 @@ static void job_answer(void *arg, int rcode, void *packet, int len, int sec, cha
 	j->state = JOB_DONE;
 	q->npending--;
 	j->sec = sec == 2 ? DNS_SEC_SECURE : DNS_SEC_INSECURE;
-	if (rcode == RCODE_NOERROR && packet != NULL && len >= 0)
-		parsed = pkt_parse(&k, packet, (size_t)len);
+	if (rcode == DNSMSG_RCODE_NOERROR && packet != NULL && len >= 0)
+		parsed = dnsmsg_parse(&k, packet, (size_t)len);
 	if (!job_settle_failure(j, rcode, &k, parsed, sec, why_bogus)) {
-		if (j->rrtype == RR_MX)
+		if (j->rrtype == DNSMSG_T_MX)
 			mx_answer(j, &k);
 		else
 			addr_answer(j, &k);
@@ -593,7 +370,7 @@ static void job_start(struct dns_query *q, struct dns_job *j, int host, int rrty
 	j->rrtype = rrtype;
 	j->state = JOB_PENDING;
 	q->npending++;
-	rc = ub_resolve_event(q->r->ctx, job_name(j), rrtype, CLASS_IN, j, job_answer, &id);
+	rc = ub_resolve_event(q->r->ctx, job_name(j), rrtype, DNSMSG_C_IN, j, job_answer, &id);
 	if (rc != 0 && j->state == JOB_PENDING) {
 		j->state = JOB_DONE;
 		q->npending--;
@@ -631,9 +408,9 @@ static void query_start_addrs(struct dns_query *q)
 	q->starting = true;
 	for (int h = 0; h < q->route.nhosts; h++) {
 		if (fam != DNS_FAMILY_IPV4)
-			job_start(q, &q->addr[h][0], h, RR_AAAA);
+			job_start(q, &q->addr[h][0], h, DNSMSG_T_AAAA);
 		if (fam != DNS_FAMILY_IPV6)
-			job_start(q, &q->addr[h][1], h, RR_A);
+			job_start(q, &q->addr[h][1], h, DNSMSG_T_A);
 	}
 	q->starting = false;
 	if (q->npending == 0)
@@ -931,7 +708,7 @@ static struct dns_query *route_address(struct dns_resolver *r, const char *domai
 
 struct dns_query *dns_route(struct dns_resolver *r, const char *domain, dns_route_cb cb, void *arg)
 {
-	char name[DNS_NAME_TEXT + 1];
+	char name[LIM_DNS_NAME + 1];
 	uint8_t a[16];
 	int family;
 
@@ -942,13 +719,13 @@ struct dns_query *dns_route(struct dns_resolver *r, const char *domain, dns_rout
 			return NULL;
 		return route_address(r, domain, domain, family, a, cb, arg);
 	}
-	if (!name_from_text(domain, name, sizeof(name)))
+	if (!dnsmsg_name_from_text(domain, name, sizeof(name)))
 		return NULL;
 	struct dns_query *q = query_new(r, cb, arg);
 	snprintf(q->route.domain, sizeof(q->route.domain), "%s", name);
 	q->phase = QP_MX;
 	q->starting = true;
-	job_start(q, &q->mx, -1, RR_MX);
+	job_start(q, &q->mx, -1, DNSMSG_T_MX);
 	q->starting = false;
 	if (q->npending == 0)
 		query_step(q);
@@ -957,7 +734,7 @@ struct dns_query *dns_route(struct dns_resolver *r, const char *domain, dns_rout
 
 struct dns_query *dns_host(struct dns_resolver *r, const char *host, dns_route_cb cb, void *arg)
 {
-	char name[DNS_NAME_TEXT + 1];
+	char name[LIM_DNS_NAME + 1];
 	uint8_t a[16];
 	int family = 0;
 
@@ -971,7 +748,7 @@ struct dns_query *dns_host(struct dns_resolver *r, const char *host, dns_route_c
 		family = parse_literal(host, a);
 	if (family != 0)
 		return route_address(r, host, host, family, a, cb, arg);
-	if (!name_from_text(host, name, sizeof(name)))
+	if (!dnsmsg_name_from_text(host, name, sizeof(name)))
 		return NULL;
 	struct dns_query *q = query_new(r, cb, arg);
 	snprintf(q->route.domain, sizeof(q->route.domain), "%s", name);
@@ -1041,8 +818,8 @@ static bool set_forwarders(struct ub_ctx *ctx, const char *list, char *err, size
 		memcpy(tok, p, len);
 		tok[len] = '\0';
 		p += len;
-		if (++n > DNS_MAX_FORWARDERS) {
-			snprintf(err, errsz, "more than %d forwarders", DNS_MAX_FORWARDERS);
+		if (++n > LIM_DNS_FORWARDERS) {
+			snprintf(err, errsz, "more than %d forwarders", LIM_DNS_FORWARDERS);
 			return false;
 		}
 		if (!forwarder_ok(tok, err, errsz))

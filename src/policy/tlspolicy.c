@@ -14,14 +14,6 @@
 #include "limits.h"
 #include "util/log.h"
 
-/* A policy line is "domain level" plus comment; 1024 bytes is generous (a domain is at most
- * 255) and keeps one line's buffer on the stack. */
-#define TLSPOL_LINE_MAX 1024
-/* Entries per file: bounds memory for a file that is not what the admin meant to point at. */
-#define TLSPOL_ENTRIES_MAX 100000
-/* RFC 1035 2.3.4: a label is at most 63 octets. */
-#define TLSPOL_LABEL_MAX 63
-
 struct tp_entry {
 	char *key; /* lower case, no trailing dot; ".example.com" for a subdomain entry */
 	enum tls_level level;
@@ -99,7 +91,7 @@ static bool domain_normalise(const char *s, size_t n, char *out)
 			label = 0;
 			continue;
 		}
-		if (!is_ldh(c) || (label == 0 && c == '-') || ++label > TLSPOL_LABEL_MAX)
+		if (!is_ldh(c) || (label == 0 && c == '-') || ++label > LIM_DNS_LABEL)
 			return false;
 	}
 	if (label == 0 || s[n - 1] == '-')
@@ -178,7 +170,7 @@ static int read_line(FILE *f, char *buf, size_t *len, bool *toolong, bool *nul)
 		if (c == '\0')
 			*nul = true;
 		/* one slot more than the limit so a CR before LF still fits */
-		if (n < TLSPOL_LINE_MAX + 1)
+		if (n < LIM_TLSPOL_LINE + 1)
 			buf[n++] = (char)c;
 		else
 			*toolong = true;
@@ -189,7 +181,7 @@ static int read_line(FILE *f, char *buf, size_t *len, bool *toolong, bool *nul)
 		return 0;
 	if (n > 0 && buf[n - 1] == '\r')
 		n--;
-	if (n > TLSPOL_LINE_MAX)
+	if (n > LIM_TLSPOL_LINE)
 		*toolong = true;
 	buf[n] = '\0';
 	*len = n;
@@ -254,7 +246,7 @@ static bool parse_line(char *s, size_t n, char **key, enum tls_level *lev, char 
 
 struct tls_policy_map *tls_policy_load(const char *path, char *err, size_t errsz)
 {
-	char line[TLSPOL_LINE_MAX + 2];
+	char line[LIM_TLSPOL_LINE + 2];
 	char msg[512];
 	struct tls_policy_map *m = NULL;
 	int cap = 0, lineno = 0, bad = 0;
@@ -283,7 +275,7 @@ struct tls_policy_map *tls_policy_load(const char *path, char *err, size_t errsz
 		char *key = NULL;
 		enum tls_level lev = TLS_LEVEL_NONE;
 		if (toolong) {
-			snprintf(msg, sizeof(msg), "line longer than %d bytes", TLSPOL_LINE_MAX);
+			snprintf(msg, sizeof(msg), "line longer than %d bytes", LIM_TLSPOL_LINE);
 			bad = lineno;
 		} else if (nul) {
 			snprintf(msg, sizeof(msg), "NUL byte in line");
@@ -295,16 +287,16 @@ struct tls_policy_map *tls_policy_load(const char *path, char *err, size_t errsz
 			break;
 		if (key == NULL)
 			continue;
-		if (m->n == TLSPOL_ENTRIES_MAX) {
+		if (m->n == LIM_TLSPOL_ENTRIES) {
 			free(key);
-			snprintf(msg, sizeof(msg), "more than %d entries", TLSPOL_ENTRIES_MAX);
+			snprintf(msg, sizeof(msg), "more than %d entries", LIM_TLSPOL_ENTRIES);
 			bad = lineno;
 			break;
 		}
 		if (m->n == cap) {
 			cap = cap == 0 ? 64 : cap * 2;
-			if (cap > TLSPOL_ENTRIES_MAX)
-				cap = TLSPOL_ENTRIES_MAX;
+			if (cap > LIM_TLSPOL_ENTRIES)
+				cap = LIM_TLSPOL_ENTRIES;
 			struct tp_entry *ne = realloc(m->e, (size_t)cap * sizeof(*ne));
 			if (ne == NULL)
 				fatal("out of memory");

@@ -21,15 +21,6 @@
 /* RFC 5322 2.1.1: lines SHOULD be at most 78 octets and MUST be at most 998 (without CRLF). */
 #define DSN_LINE_SOFT 78
 #define DSN_LINE_HARD 998
-/* A remote reply or reason quoted in the notice is cut here (a multiline SMTP reply joined
- * into one line stays well below; this only stops a hostile server filling the bounce). */
-#define DSN_TEXT_MAX 2048
-/* text/rfc822-headers: the header section is searched for its end this far; a message whose
- * first empty line comes later (or never) has its first DSN_HDRS_MAX bytes returned, cut at
- * a line end. Real header sections are a few KiB; 256 KiB keeps long Received chains. */
-#define DSN_HDRS_MAX (256 * 1024)
-/* The original is read and copied in chunks of this size (never held whole in memory). */
-#define DSN_CHUNK (64 * 1024)
 /* RFC 2046 5.1.1: a boundary is 1 to 70 characters. */
 #define DSN_BOUNDARY_MAX 70
 
@@ -94,7 +85,7 @@ static size_t utf8_seq(const unsigned char *s, size_t n, unsigned *cp)
 
 /* A new string: s as one line. CR, LF, TAB and other control bytes become spaces, runs of
  * spaces one space, none at either end; bytes of well-formed UTF-8 are kept when utf8 is
- * set, every other byte outside printable ASCII becomes '?'. Cut at DSN_TEXT_MAX octets
+ * set, every other byte outside printable ASCII becomes '?'. Cut at LIM_DSN_TEXT octets
  * (with "..."). The caller frees. No CR or LF can survive, so quoted text cannot start a
  * header field or a MIME part of its own. */
 static char *clean(const char *s, bool utf8)
@@ -102,7 +93,7 @@ static char *clean(const char *s, bool utf8)
 	const unsigned char *p = (const unsigned char *)nz(s);
 	size_t n = strlen((const char *)p);
 	/* the result is never longer than the input (a run of blanks gives one space) */
-	char *d = xmalloc((n < DSN_TEXT_MAX ? n : DSN_TEXT_MAX) + 4);
+	char *d = xmalloc((n < LIM_DSN_TEXT ? n : LIM_DSN_TEXT) + 4);
 	size_t o = 0;
 	bool space = false;
 	for (size_t i = 0; i < n;) {
@@ -116,7 +107,7 @@ static char *clean(const char *s, bool utf8)
 		if (p[i] >= 0x80 && utf8)
 			l = utf8_seq(p + i, n - i, &cp); /* 0: not UTF-8 */
 		size_t w = l > 1 ? l : 1;
-		if (o + (space ? 1 : 0) + w > DSN_TEXT_MAX) {
+		if (o + (space ? 1 : 0) + w > LIM_DSN_TEXT) {
 			memcpy(d + o, "...", 3);
 			o += 3;
 			break;
@@ -355,7 +346,7 @@ static int scan(int fd, uint64_t off, uint64_t len, bool find_hdr, unsigned char
 	int st = 1; /* 0 mid-line, 1 at a line start, 2 CR at a line start */
 	memset(sc, 0, sizeof(*sc));
 	for (uint64_t done = 0; done < len;) {
-		size_t n = len - done < DSN_CHUNK ? (size_t)(len - done) : DSN_CHUNK;
+		size_t n = len - done < LIM_DSN_CHUNK ? (size_t)(len - done) : LIM_DSN_CHUNK;
 		if (pread_full(fd, buf, n, off + done) != 0)
 			return -1;
 		for (size_t i = 0; i < n; i++) {
@@ -386,7 +377,7 @@ static int scan(int fd, uint64_t off, uint64_t len, bool find_hdr, unsigned char
 static int copy(struct out *o, int fd, uint64_t off, uint64_t len, unsigned char *buf)
 {
 	for (uint64_t done = 0; done < len && o->err == 0;) {
-		size_t n = len - done < DSN_CHUNK ? (size_t)(len - done) : DSN_CHUNK;
+		size_t n = len - done < LIM_DSN_CHUNK ? (size_t)(len - done) : LIM_DSN_CHUNK;
 		if (pread_full(fd, buf, n, off + done) != 0)
 			return -1;
 		put(o, buf, n);
@@ -623,7 +614,7 @@ int dsn_write(const struct dsn_report *r, int fd, uint64_t off, uint64_t len, ui
 	if (r == NULL || r->rcpts == NULL || r->nrcpts < 1 || wr == NULL)
 		return -1;
 	enum dsn_action kind = r->rcpts[0].action;
-	buf = xmalloc(DSN_CHUNK);
+	buf = xmalloc(LIM_DSN_CHUNK);
 
 	/* Which form the original takes (dsn.h): whole for failures unless RET=HDRS or too big;
 	 * without RET (NONE) it goes back whole, which RFC 3461 4.3 leaves to us (as Postfix).
@@ -637,13 +628,13 @@ int dsn_write(const struct dsn_report *r, int fd, uint64_t off, uint64_t len, ui
 		if (scan(fd, off, len, false, buf, &sc) != 0)
 			goto out;
 	} else {
-		uint64_t lim = len < DSN_HDRS_MAX ? len : DSN_HDRS_MAX;
+		uint64_t lim = len < LIM_DSN_HDRS ? len : LIM_DSN_HDRS;
 		if (scan(fd, off, lim, true, buf, &sc) != 0)
 			goto out;
 		if (sc.hdr_len != 0)
 			olen = sc.hdr_len;
-		else if (len > DSN_HDRS_MAX)
-			olen = sc.last_eol != 0 ? sc.last_eol : DSN_HDRS_MAX;
+		else if (len > LIM_DSN_HDRS)
+			olen = sc.last_eol != 0 ? sc.last_eol : LIM_DSN_HDRS;
 	}
 	bool human8 = false;
 	for (int i = 0; r->smtputf8 && i < r->nrcpts; i++)

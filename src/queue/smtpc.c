@@ -1,8 +1,9 @@
-/* The outbound SMTP client of smtpc.h: one connection on a libevent loop — connect, the
- * reply reader (multiline, bounded, sanitised), greeting, EHLO/HELO, the STARTTLS decision,
- * AUTH, the callbacks and the close/free discipline, QUIT. TLS is in smtpc_tls.c, the
- * transactions in smtpc_tx.c. Runs in the queue process. Untrusted input: every byte the
- * server sends (line length and count bounded, text sanitised before it is kept or logged). */
+/* The outbound SMTP client of smtpc.h: one connection on a libevent loop — connect, reading
+ * replies off the socket, greeting, EHLO/HELO, the STARTTLS decision, AUTH, the callbacks
+ * and the close/free discipline, QUIT. Replies and EHLO keywords are parsed in
+ * smtpc_reply.c, TLS is in smtpc_tls.c, the transactions in smtpc_tx.c. Runs in the queue
+ * process. Untrusted input: every byte the server sends (line length and count bounded,
+ * text sanitised before it is kept or logged). */
 #include "queue/smtpc.h"
 
 #include <arpa/inet.h>
@@ -22,11 +23,10 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "limits.h"
 #include "queue/smtpc_int.h"
+#include "queue/smtpc_reply.h"
 #include "util/log.h"
-
-/* AUTH PLAIN's base64 must fit one command line (RFC 4954 4: 12288 allowed; we keep it small). */
-#define SMTPC_AUTH_MAX 255
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
@@ -248,24 +248,6 @@ void smtpc_ehlo_send(struct smtpc *c)
 	smtpc_timer_arm(c, SMTPC_T_OTHER);
 }
 
-static void caps_apply(struct smtpc *c, bool esmtp)
-{
-	struct smtpc_info *i = &c->info;
-	const struct smtpc_caps *k = &c->caps;
-	i->esmtp = esmtp;
-	i->starttls = esmtp && k->starttls;
-	i->pipelining = esmtp && k->pipelining;
-	i->eightbitmime = esmtp && k->eightbitmime;
-	i->smtputf8 = esmtp && k->smtputf8;
-	i->dsn = esmtp && k->dsn;
-	i->chunking = esmtp && k->chunking;
-	i->binarymime = esmtp && k->binarymime;
-	i->auth_plain = esmtp && k->auth_plain;
-	i->auth_login = esmtp && k->auth_login;
-	i->size = esmtp && k->size;
-	i->max_size = i->size ? k->max_size : 0;
-}
-
 static void b64(const char *in, size_t n, char *out, size_t osz)
 {
 	if (4 * ((n + 2) / 3) + 1 > osz)
@@ -291,7 +273,7 @@ static void after_tls(struct smtpc *c)
 		return;
 	}
 	if (c->info.auth_plain) {
-		char plain[2 * SMTPC_AUTH_MAX + 3], enc[4 * ((sizeof(plain) + 2) / 3) + 1];
+		char plain[2 * LIM_SMTPC_AUTH + 3], enc[4 * ((sizeof(plain) + 2) / 3) + 1];
 		size_t ul = strlen(c->auth_user), pl = strlen(c->auth_pass);
 		plain[0] = '\0';
 		memcpy(plain + 1, c->auth_user, ul);
@@ -371,7 +353,7 @@ static void open_reply(struct smtpc *c, const struct smtpc_reply *rep)
 		return;
 	case SMTPC_S_EHLO:
 		if (cls == 2) {
-			caps_apply(c, true);
+			smtpc_caps_apply(&c->info, &c->caps, true);
 			after_ehlo(c);
 		} else if (cls == 5) {
 			/* RFC 5321 3.2: a server that does not know EHLO still knows HELO */
@@ -390,7 +372,7 @@ static void open_reply(struct smtpc *c, const struct smtpc_reply *rep)
 			smtpc_open_fail(c, &r);
 			return;
 		}
-		caps_apply(c, false);
+		smtpc_caps_apply(&c->info, &c->caps, false);
 		after_ehlo(c);
 		return;
 	case SMTPC_S_STARTTLS:
@@ -442,7 +424,7 @@ static void open_reply(struct smtpc *c, const struct smtpc_reply *rep)
 			return;
 		}
 		const char *s = c->st == SMTPC_S_AUTH_USER ? c->auth_user : c->auth_pass;
-		char enc[4 * ((SMTPC_AUTH_MAX + 2) / 3) + 1];
+		char enc[4 * ((LIM_SMTPC_AUTH + 2) / 3) + 1];
 		b64(s, strlen(s), enc, sizeof(enc));
 		smtpc_cmd_send(c, true, "%s", enc);
 		OPENSSL_cleanse(enc, sizeof(enc));
@@ -457,190 +439,30 @@ static void open_reply(struct smtpc *c, const struct smtpc_reply *rep)
 
 /* ---- reply reading ---- */
 
-/* RFC 3463 2: class "." subject "." detail, class the reply's first digit; 0 when absent. */
-static size_t enh_parse(const char *s, size_t n, int cls, char *out, size_t osz)
+/* Reads lines from the input (smtpc_reply.c does the reading): 1 when *rep holds a complete
+ * reply, 0 when more is needed, -1 on a protocol violation (rep->text then says what). */
+static int reply_read(struct smtpc *c, struct evbuffer *in, struct smtpc_reply *rep)
 {
-	size_t i = 0;
-	if (n < 5 || s[0] != '0' + cls || s[1] != '.')
-		return 0;
-	i = 2;
-	for (int part = 0; part < 2; part++) {
-		size_t d = 0;
-		while (i < n && s[i] >= '0' && s[i] <= '9' && d < 4) {
-			i++;
-			d++;
-		}
-		if (d == 0 || d > 3)
-			return 0;
-		if (part == 0) {
-			if (i >= n || s[i] != '.')
-				return 0;
-			i++;
-		}
-	}
-	if (i < n && s[i] != ' ')
-		return 0;
-	if (i + 1 > osz)
-		return 0;
-	memcpy(out, s, i);
-	out[i] = '\0';
-	return i;
-}
-
-/* Appends bytes to the joined text as printable ASCII, truncating at the buffer's end. */
-static void text_add(struct smtpc_reply *r, const char *s, size_t n)
-{
-	for (size_t i = 0; i < n && r->len + 1 < sizeof(r->text); i++) {
-		unsigned char ch = (unsigned char)s[i];
-		if (ch == '\t')
-			ch = ' ';
-		else if (ch < 0x20 || ch > 0x7e)
-			ch = '?';
-		r->text[r->len++] = (char)ch;
-	}
-	r->text[r->len] = '\0';
-}
-
-static bool word_is(const char *s, size_t n, const char *w)
-{
-	return strlen(w) == n && strncasecmp(s, w, n) == 0;
-}
-
-static void auth_mech(struct smtpc_caps *k, const char *s, size_t n)
-{
-	if (word_is(s, n, "PLAIN"))
-		k->auth_plain = true;
-	else if (word_is(s, n, "LOGIN"))
-		k->auth_login = true;
-}
-
-/* One EHLO keyword line (RFC 5321 4.1.1.1: ehlo-keyword *(SP ehlo-param)). */
-static void ehlo_keyword(struct smtpc_caps *k, const char *s, size_t n)
-{
-	size_t i = 0, w;
-	while (i < n && s[i] != ' ' && s[i] != '=')
-		i++;
-	w = i;
-	if (word_is(s, w, "STARTTLS"))
-		k->starttls = true;
-	else if (word_is(s, w, "PIPELINING"))
-		k->pipelining = true;
-	else if (word_is(s, w, "8BITMIME"))
-		k->eightbitmime = true;
-	else if (word_is(s, w, "SMTPUTF8"))
-		k->smtputf8 = true;
-	else if (word_is(s, w, "DSN"))
-		k->dsn = true;
-	else if (word_is(s, w, "CHUNKING"))
-		k->chunking = true;
-	else if (word_is(s, w, "BINARYMIME"))
-		k->binarymime = true;
-	else if (word_is(s, w, "SIZE")) {
-		/* RFC 1870 4: "SIZE" [SP number]; 0 or absent = no fixed limit */
-		uint64_t v = 0;
-		int digits = 0;
-		k->size = true;
-		while (i < n && s[i] == ' ')
-			i++;
-		while (i < n && s[i] >= '0' && s[i] <= '9' && digits < 19) {
-			v = v * 10 + (uint64_t)(s[i] - '0');
-			i++;
-			digits++;
-		}
-		k->max_size = (i == n || s[i] == ' ') ? v : 0;
-	} else if (word_is(s, w, "AUTH")) {
-		/* "AUTH PLAIN LOGIN" and the pre-RFC 4954 "AUTH=PLAIN LOGIN" */
-		while (i < n) {
-			while (i < n && (s[i] == ' ' || s[i] == '='))
-				i++;
-			size_t b = i;
-			while (i < n && s[i] != ' ')
-				i++;
-			if (i > b)
-				auth_mech(k, s + b, i - b);
-		}
-	}
-}
-
-/* One reply line without its line end; 1 when it ended the reply, 0 for more, -1 when it is
- * malformed (the connection is then unusable). */
-static int reply_line(struct smtpc *c, const char *l, size_t n)
-{
-	struct smtpc_reply *r = &c->rep;
-	if (n < 3 || l[0] < '1' || l[0] > '5' || l[1] < '0' || l[1] > '9' || l[2] < '0' ||
-	    l[2] > '9' || (n > 3 && l[3] != ' ' && l[3] != '-'))
-		return -1;
-	int code = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
-	bool more = n > 3 && l[3] == '-';
-	/* RFC 5321 4.2.1: every line of a multiline reply has the same code */
-	if (r->nlines > 0 && code != r->code)
-		return -1;
-	if (++r->nlines > SMTPC_MAX_LINES)
-		return -1;
-	const char *t = n > 4 ? l + 4 : "";
-	size_t tn = n > 4 ? n - 4 : 0;
-	if (r->nlines == 1) {
-		r->code = code;
-		r->len = 0;
-		r->enh[0] = '\0';
-		/* RFC 3463 / RFC 2034: enhanced codes only on non-1xx replies */
-		if (code >= 200)
-			enh_parse(t, tn, code / 100, r->enh, sizeof(r->enh));
-		text_add(r, l, 3);
-	} else if (r->enh[0]) {
-		/* continuation lines repeat the enhanced code; the joined text keeps it once */
-		size_t el = strlen(r->enh);
-		if (tn >= el && memcmp(t, r->enh, el) == 0 && (tn == el || t[el] == ' ')) {
-			t += el;
-			tn -= el;
-			while (tn && *t == ' ') {
-				t++;
-				tn--;
-			}
-		}
-	}
-	if (tn) {
-		text_add(r, " ", 1);
-		text_add(r, t, tn);
-	}
-	if (c->st == SMTPC_S_EHLO && r->nlines > 1)
-		ehlo_keyword(&c->caps, n > 4 ? l + 4 : "", n > 4 ? n - 4 : 0);
-	return more ? 0 : 1;
-}
-
-/* Reads lines from the input: 1 when c->rep holds a complete reply, 0 when more is needed,
- * -1 on a protocol violation (c->rep.text then says what). */
-static int reply_read(struct smtpc *c, struct evbuffer *in)
-{
-	char line[SMTPC_MAX_LINE + 1];
+	struct smtpc_caps *caps = c->st == SMTPC_S_EHLO ? &c->caps : NULL;
 	for (;;) {
-		size_t eol = 0;
-		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol, EVBUFFER_EOL_CRLF);
-		if (p.pos < 0) {
-			if (evbuffer_get_length(in) > SMTPC_MAX_LINE)
-				goto too_long;
+		/* a window of one longest line and its CRLF: enough to find the next line end
+		 * or to know that the line is too long */
+		size_t avail = evbuffer_get_length(in), used = 0;
+		size_t win = avail < SMTPC_MAX_LINE + 2 ? avail : SMTPC_MAX_LINE + 2;
+		if (win == 0)
 			return 0;
-		}
-		if ((size_t)p.pos > SMTPC_MAX_LINE)
-			goto too_long;
-		size_t n = (size_t)p.pos;
-		evbuffer_remove(in, line, n);
-		evbuffer_drain(in, eol);
-		line[n] = '\0';
-		int r = reply_line(c, line, n);
-		if (r < 0) {
-			char safe[120];
-			log_safe(safe, sizeof(safe), line, n < 100 ? n : 100);
-			snprintf(c->rep.text, sizeof(c->rep.text), "malformed reply: %s", safe);
-			return -1;
-		}
-		if (r > 0)
+		const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)win);
+		if (buf == NULL)
+			fatal("smtpc: evbuffer_pullup failed");
+		enum smtpc_rd r = smtpc_reader_feed(&c->rd, caps, buf, win, &used, rep);
+		evbuffer_drain(in, used);
+		if (r == SMTPC_RD_REPLY)
 			return 1;
+		if (r == SMTPC_RD_ERROR)
+			return -1;
+		if (used == 0)
+			return 0;
 	}
-too_long:
-	snprintf(c->rep.text, sizeof(c->rep.text), "reply line longer than %d bytes",
-	         SMTPC_MAX_LINE);
-	return -1;
 }
 
 bool smtpc_addr_ok(const char *s, bool allow_empty)
@@ -732,18 +554,14 @@ static void on_read(struct bufferevent *bev, void *arg)
 	enter(c);
 	while (!c->dead && c->bev == bev && c->st != SMTPC_S_CLOSED &&
 	       c->st != SMTPC_S_CONNECTING && c->st != SMTPC_S_HANDSHAKE) {
-		int r = reply_read(c, bufferevent_get_input(bev));
+		struct smtpc_reply rep;
+		int r = reply_read(c, bufferevent_get_input(bev), &rep);
 		if (r == 0)
 			break;
 		if (r < 0) {
-			char err[sizeof(c->rep.text)];
-			memcpy(err, c->rep.text, sizeof(err));
-			memset(&c->rep, 0, sizeof(c->rep));
-			conn_broken(c, false, err);
+			conn_broken(c, false, rep.text);
 			break;
 		}
-		struct smtpc_reply rep = c->rep;
-		memset(&c->rep, 0, sizeof(c->rep));
 		{
 			char safe[200];
 			log_debug("event=smtpc_reply host=%s ip=%s reply=\"%s\"", c->host,
@@ -899,8 +717,8 @@ struct smtpc *smtpc_open(struct event_base *base, const struct smtpc_params *p, 
 		return NULL;
 	if (p->mode == SMTPC_IMPLICIT && p->level == TLS_LEVEL_NONE)
 		return NULL;
-	if (p->auth_user && (!p->auth_pass || strlen(p->auth_user) > SMTPC_AUTH_MAX ||
-	                     strlen(p->auth_pass) > SMTPC_AUTH_MAX || !*p->auth_user))
+	if (p->auth_user && (!p->auth_pass || strlen(p->auth_user) > LIM_SMTPC_AUTH ||
+	                     strlen(p->auth_pass) > LIM_SMTPC_AUTH || !*p->auth_user))
 		return NULL;
 	if (p->source && p->source->ss_family != p->addr.ss_family)
 		return NULL;

@@ -12,14 +12,9 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "limits.h"
 #include "queue/smtpc.h"
-
-/* The body is read from the spool in chunks of this size; the output buffer is refilled
- * when it drains below LOW and never filled far past HIGH, so a message of any size costs
- * at most HIGH + 2 * CHUNK bytes of memory. */
-#define SMTPC_CHUNK (64 * 1024)
-#define SMTPC_OUT_LOW (64 * 1024)
-#define SMTPC_OUT_HIGH (256 * 1024)
+#include "queue/smtpc_reply.h"
 
 /* What the connection waits for. */
 enum smtpc_state {
@@ -45,22 +40,6 @@ enum smtpc_state {
 	SMTPC_S_CLOSED,
 };
 
-/* A reply being read: lines joined, sanitised, truncated. */
-struct smtpc_reply {
-	int code;
-	int nlines;
-	char enh[16];
-	char text[512];
-	size_t len;
-};
-
-/* EHLO keywords being read (applied to smtpc_info when the reply is 250). */
-struct smtpc_caps {
-	bool starttls, pipelining, eightbitmime, smtputf8, dsn, chunking, binarymime;
-	bool auth_plain, auth_login, size;
-	uint64_t max_size;
-};
-
 struct smtpc {
 	struct event_base *base;
 	struct bufferevent *bev;
@@ -83,7 +62,7 @@ struct smtpc {
 	/* connection */
 	struct smtpc_info info;
 	struct smtpc_caps caps;
-	struct smtpc_reply rep;
+	struct smtpc_reader rd; /* the reply being read */
 	bool starttls_refused; /* level may: continue in plaintext */
 	int verify_err;        /* first certificate error the verify callback saw */
 	smtpc_open_cb open_cb;

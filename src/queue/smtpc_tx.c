@@ -233,8 +233,8 @@ static void body_stuff(struct smtpc *c, const char *in, size_t n, struct evbuffe
 	evbuffer_add(out, c->obuf, o);
 }
 
-/* Fills the output up to SMTPC_OUT_HIGH from the spool; at the end adds the final CRLF when
- * missing and "." CRLF (DATA) and waits for the reply. */
+/* Fills the output up to LIM_SMTPC_OUT_HIGH from the spool; at the end adds the final CRLF
+ * when missing and "." CRLF (DATA) and waits for the reply. */
 void smtpc_body_fill(struct smtpc *c)
 {
 	struct smtpc_tx *tx = c->tx;
@@ -243,9 +243,9 @@ void smtpc_body_fill(struct smtpc *c)
 		return;
 	c->filling = true;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	while (c->body_pos < tx->len && evbuffer_get_length(out) < SMTPC_OUT_HIGH) {
+	while (c->body_pos < tx->len && evbuffer_get_length(out) < LIM_SMTPC_OUT_HIGH) {
 		uint64_t left = tx->len - c->body_pos;
-		size_t want = left < SMTPC_CHUNK ? (size_t)left : SMTPC_CHUNK;
+		size_t want = left < LIM_SMTPC_CHUNK ? (size_t)left : LIM_SMTPC_CHUNK;
 		ssize_t got = pread(tx->fd, c->ibuf, want, (off_t)(tx->off + c->body_pos));
 		if (got < 0 && errno == EINTR)
 			continue;
@@ -294,13 +294,13 @@ static void body_start(struct smtpc *c)
 	c->last2[0] = '\r';
 	c->last2[1] = '\n';
 	if (!c->ibuf)
-		c->ibuf = xmalloc(SMTPC_CHUNK);
+		c->ibuf = xmalloc(LIM_SMTPC_CHUNK);
 	if (!c->bdat && !c->obuf)
-		c->obuf = xmalloc(2 * SMTPC_CHUNK);
+		c->obuf = xmalloc(2 * LIM_SMTPC_CHUNK);
 	/* the write timeout of the bufferevent (SMTPC_T_DATA_BLOCK) bounds each write; the
 	 * reply timer starts again after the last byte */
 	smtpc_timer_stop(c);
-	bufferevent_setwatermark(c->bev, EV_WRITE, SMTPC_OUT_LOW, 0);
+	bufferevent_setwatermark(c->bev, EV_WRITE, LIM_SMTPC_OUT_LOW, 0);
 	smtpc_body_fill(c);
 }
 
