@@ -241,6 +241,22 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
 	conn_gone(cn);
 }
 
+/* Closes one idle connection of a destination other than `except` (its place goes to a
+ * waiting delivery through conn_gone). */
+static void close_one_idle(struct remote *rm, struct dest *except)
+{
+	for (struct dest *d = rm->dests; d; d = d->next) {
+		if (d == except || !d->idle)
+			continue;
+		struct conn *cn = d->idle;
+		d->idle = cn->next;
+		smtpc_quit(cn->c);
+		cn->c = NULL;
+		conn_gone(cn);
+		return;
+	}
+}
+
 /* A delivery is done with a connection: hand it on, keep it idle, or close it. */
 static void conn_release(struct conn *cn)
 {
@@ -518,6 +534,9 @@ static void dlv_next(struct dlv *v)
 		else
 			d->wait_head = v;
 		d->wait_tail = v;
+		/* all places taken in all: an idle connection elsewhere gives its place up */
+		if (rm->total >= rm->conf->delivery_connections)
+			close_one_idle(rm, d);
 		return;
 	}
 	conn_open(v, host, ss);
