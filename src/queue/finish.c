@@ -178,6 +178,19 @@ static void send_notice(struct queue *q, struct round *r, struct dsn_rcpt *dr, i
 
 /* ---- the end of a round ---- */
 
+/* "5d", "4h", "90m" or "30s": the largest unit that divides it. */
+static void fmt_duration(int secs, char *buf, size_t n)
+{
+	if (secs >= 86400 && secs % 86400 == 0)
+		snprintf(buf, n, "%dd", secs / 86400);
+	else if (secs >= 3600 && secs % 3600 == 0)
+		snprintf(buf, n, "%dh", secs / 3600);
+	else if (secs >= 60 && secs % 60 == 0)
+		snprintf(buf, n, "%dm", secs / 60);
+	else
+		snprintf(buf, n, "%ds", secs);
+}
+
 static void round_done(void *arg, struct remote_job *job)
 {
 	struct round *r = arg;
@@ -217,9 +230,10 @@ static void round_done(void *arg, struct remote_job *job)
 			}
 		} else if (res->out == REMOTE_BOUNCE || expired) {
 			if (res->out != REMOTE_BOUNCE) {
+				char life[32];
+				fmt_duration(c->queue_lifetime, life, sizeof(life));
 				snprintf(why[j], sizeof(why[j]),
-					 "delivery time expired (queue.lifetime %dd %dh); last error: %s",
-					 c->queue_lifetime / 86400, c->queue_lifetime % 86400 / 3600,
+					 "delivery time expired (queue.lifetime %s); last error: %s", life,
 					 res->diag[0] ? res->diag : res->reason);
 				d.reason = why[j];
 				d.status = "4.4.7";

@@ -65,12 +65,24 @@ def run_cli(args, home=None, conf=None, check=True, input=None):
 class Server:
     def __init__(self, tmp, extra="", workers=2, domains=("example.test",),
                  mailboxes=("alice@example.test", "bob@example.test"), tls_section=None):
+        self.write_conf(tmp, extra, workers, tls_section)
+        for d in domains:
+            run_cli(["domain", "add", d], conf=self.conf)
+        for m in mailboxes:
+            run_cli(["mailbox", "add", m], conf=self.conf)
+        run_cli(["account", "add", "testacct", "--plan", "professional"], conf=self.conf)
+        run_cli(["account", "domain", "add", "testacct", "sender.test"], conf=self.conf)
+        run_cli(["login", "add", TEST_LOGIN, "testacct"], conf=self.conf, input=TEST_PASSWORD + "\n")
+
+    def write_conf(self, tmp, extra="", workers=2, tls_section=None):
+        """Paths, free ports and the config file (DNS: the shared test-world server)."""
         self.dir = tmp
         self.data = os.path.join(tmp, "data")
         self.ports = {"mx": free_port(), "submission": free_port(), "submissions": free_port()}
         self.conf = os.path.join(tmp, "sealmail.conf")
         self.log_path = os.path.join(tmp, "server.log")
         self.hostname = "mx.example.test"
+        self.proc = None
         tls = tls_section if tls_section is not None else ""
         with open(self.conf, "w") as f:
             f.write(
@@ -81,14 +93,6 @@ class Server:
                 "%s\n%s\n" % (self.hostname, self.data, workers, default_dns().port,
                               free_port(), self.ports["mx"], self.ports["submission"],
                               self.ports["submissions"], tls, extra))
-        for d in domains:
-            run_cli(["domain", "add", d], conf=self.conf)
-        for m in mailboxes:
-            run_cli(["mailbox", "add", m], conf=self.conf)
-        run_cli(["account", "add", "testacct", "--plan", "professional"], conf=self.conf)
-        run_cli(["account", "domain", "add", "testacct", "sender.test"], conf=self.conf)
-        run_cli(["login", "add", TEST_LOGIN, "testacct"], conf=self.conf, input=TEST_PASSWORD + "\n")
-        self.proc = None
 
     def start(self, wait=True):
         env = dict(os.environ, **ENV_SAN)

@@ -5,6 +5,7 @@ records every message. Failures and drops can be injected at each step. Everythi
 bounded: line length, message size, connections, commands, and every wait has a timeout.
 Each test starts a sink and stops it."""
 import base64
+import os
 import socket
 import ssl
 import threading
@@ -151,7 +152,7 @@ class Sink:
         self._stop = threading.Event()
         self._lsock = None
         self._thread = None
-        self._conns = set()
+        self._conns = {}  # accepted socket -> a dup of its fd (TLS wrapping detaches the socket)
         self._threads = []
         self._ctx = None
         self._tls = threading.local()
@@ -179,13 +180,21 @@ class Sink:
         self._stop.set()
         if self._lsock:
             self._lsock.close()
+        socks = []
         with self._cond:
-            conns = list(self._conns)
-        for c in conns:
+            # dup under the lock: a session closes its fd only after taking it out
+            for fd in self._conns.values():
+                try:
+                    socks.append(socket.socket(fileno=os.dup(fd)))
+                except OSError:
+                    pass
+        for c in socks:
             try:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            finally:
+                c.close()
         if self._thread:
             self._thread.join(5)
         for t in list(self._threads):
@@ -230,7 +239,7 @@ class Sink:
                 if len(self._conns) >= MAX_CONNS:
                     sock.close()
                     continue
-                self._conns.add(sock)
+                self._conns[sock] = os.dup(sock.fileno())
             sock.settimeout(IO_TIMEOUT)
             # replies go out line by line: without this, Nagle and delayed ACKs add 40 ms
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -252,7 +261,9 @@ class Sink:
             except OSError:
                 pass
             with self._cond:
-                self._conns.discard(raw)
+                fd = self._conns.pop(raw, None)
+            if fd is not None:
+                os.close(fd)
 
     def _log(self, n, line):
         with self._cond:
