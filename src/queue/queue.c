@@ -350,6 +350,14 @@ static void scan_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (q->nitems == 0)
 		scan(q);
+	/* delivery records are kept RECORDS_KEEP_DAYS; pruned at most once an hour */
+	time_t now = time(NULL);
+	if (q->rec && now - q->pruned >= 3600) {
+		q->pruned = now;
+		int n = records_prune(q->rec, now - (time_t)RECORDS_KEEP_DAYS * 86400);
+		if (n > 0)
+			log_info("event=records_pruned rows=%d older_than_days=%d", n, RECORDS_KEEP_DAYS);
+	}
 }
 
 static void client_event_cb(struct bufferevent *bev, short what, void *arg)

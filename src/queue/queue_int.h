@@ -48,6 +48,7 @@ struct queue {
 	struct qmsg *msgs[QMSG_BUCKETS];
 	int nmsgs;
 	bool stopping;
+	time_t pruned;              /* last records_prune */
 	struct round *rounds;       /* remote rounds in flight (finish.c) */
 };
 
