@@ -289,8 +289,11 @@ static void set_res(struct remote_res *r, enum remote_outcome out, const char *e
 {
 	r->out = out;
 	snprintf(r->enh, sizeof(r->enh), "%s", enh ? enh : "");
-	snprintf(r->diag, sizeof(r->diag), "%s", diag ? diag : "");
-	snprintf(r->reason, sizeof(r->reason), "%s", reason ? reason : "");
+	/* callers may pass r's own strings back: copying a buffer onto itself is undefined */
+	if (diag != r->diag)
+		snprintf(r->diag, sizeof(r->diag), "%s", diag ? diag : "");
+	if (reason != r->reason)
+		snprintf(r->reason, sizeof(r->reason), "%s", reason ? reason : "");
 	if (mx)
 		snprintf(r->mx, sizeof(r->mx), "%s", mx);
 }
