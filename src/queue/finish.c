@@ -19,7 +19,7 @@
 
 /* One remote round of one message. */
 struct round {
-	struct round *next;
+	struct round *next, *prev;  /* q->rounds */
 	struct queue *q;
 	char qid[32];
 	struct spool_env env;
@@ -198,11 +198,12 @@ static void round_done(void *arg, struct remote_job *job)
 	const struct conf *c = q->conf;
 	time_t now = time(NULL);
 	(void)job;
-	for (struct round **pp = &q->rounds; *pp; pp = &(*pp)->next)
-		if (*pp == r) {
-			*pp = r->next;
-			break;
-		}
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		q->rounds = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
 	struct qmsg *m = qmsg_get(q, r->qid);
 	m->active = false;
 	bool expired = now - r->env.arrival >= c->queue_lifetime;
@@ -347,6 +348,8 @@ void q_start_remote(struct queue *q, struct qmsg *m)
 	r->job.msg_min = TLS_LEVEL_NONE;
 	r->job.res = r->res;
 	r->next = q->rounds;
+	if (q->rounds)
+		q->rounds->prev = r;
 	q->rounds = r;
 	remote_deliver(q->remote, &r->job, round_done, r);
 }

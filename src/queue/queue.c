@@ -451,6 +451,7 @@ int queue_main(const struct conf *c, int lfd)
 		log_err("event=records_error op=open error=\"%s\"", err);
 		return 75;
 	}
+	records_batch(q.rec, q.base);
 	q.store = store_open(c->data_dir, false, err, sizeof(err));
 	if (!q.store) {
 		log_err("event=store_error op=open error=\"%s\"", err);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/event.h>
 #include <sqlite3.h>
 
 #include "store/sqlite_util.h"
@@ -84,7 +85,50 @@ struct records {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[RS__COUNT];
 	bool in_history; /* records_history is stepping RS_HISTORY (re-entry guard) */
+	struct event *flush_ev; /* records_batch: commits the open transaction */
+	bool in_tx;
 };
+
+static void rec_db_error(struct records *r, const char *op);
+
+/* With batching on, the first write of a loop iteration opens a transaction and the flush
+ * event (run later in the same iteration) commits it: one WAL append and one lock round
+ * for all the rows of a burst instead of one per row. */
+static void rec_write(struct records *r)
+{
+	if (!r->flush_ev || r->in_tx)
+		return;
+	if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+		rec_db_error(r, "begin");
+		return;
+	}
+	r->in_tx = true;
+	event_active(r->flush_ev, EV_TIMEOUT, 0);
+}
+
+static void rec_commit(struct records *r)
+{
+	if (!r->in_tx)
+		return;
+	r->in_tx = false;
+	if (sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		rec_db_error(r, "commit");
+		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+	}
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	rec_commit(arg);
+}
+
+void records_batch(struct records *r, struct event_base *base)
+{
+	if (r && base && !r->flush_ev)
+		r->flush_ev = event_new(base, -1, 0, flush_cb, r);
+}
 
 static void rec_db_error(struct records *r, const char *op)
 {
@@ -225,6 +269,9 @@ void records_close(struct records *r)
 {
 	if (r == NULL)
 		return;
+	rec_commit(r);
+	if (r->flush_ev)
+		event_free(r->flush_ev);
 	for (int i = 0; i < RS__COUNT; i++)
 		sqlite3_finalize(r->stmt[i]);
 	sqlite3_close(r->db);
@@ -237,6 +284,8 @@ int records_add(struct records *r, const struct attempt *a)
 {
 	sqlite3_stmt *s = r->stmt[RS_ADD];
 	int ret = -1;
+
+	rec_write(r);
 
 	if (BIND_FIELD(s, 1, a->qid) != SQLITE_OK || sqlite3_bind_int(s, 2, a->rcpt) != SQLITE_OK ||
 	    BIND_FIELD(s, 3, a->rcpt_addr) != SQLITE_OK ||
@@ -336,6 +385,8 @@ int records_prune(struct records *r, time_t before)
 	sqlite3_stmt *s = r->stmt[RS_PRUNE];
 	int ret = -1;
 
+	rec_write(r);
+
 	if (sqlite3_bind_double(s, 1, (double)before) == SQLITE_OK &&
 	    sqlite3_step(s) == SQLITE_DONE)
 		ret = sqlite3_changes(r->db);
@@ -377,6 +428,8 @@ int records_state_put(struct records *r, const char *qid, const struct msgstate 
 	sqlite3_stmt *s = r->stmt[RS_STATE_PUT];
 	int ret = -1;
 
+	rec_write(r);
+
 	if (sqlite3_bind_text(s, 1, qid, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_bind_int(s, 2, st->attempts) == SQLITE_OK &&
 	    sqlite3_bind_int64(s, 3, (sqlite3_int64)st->next_try) == SQLITE_OK &&
@@ -395,6 +448,8 @@ int records_state_del(struct records *r, const char *qid)
 {
 	sqlite3_stmt *s = r->stmt[RS_STATE_DEL];
 	int ret = -1;
+
+	rec_write(r);
 
 	if (sqlite3_bind_text(s, 1, qid, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_step(s) == SQLITE_DONE)

@@ -57,6 +57,11 @@ struct msgstate {
 struct records *records_open(const char *data_dir, char *err, size_t errsz);
 void records_close(struct records *r); /* accepts NULL */
 
+struct event_base;
+/* Batches writes: from now on the writes of one loop iteration of base share one
+ * transaction, committed later in the same iteration (and by records_close). */
+void records_batch(struct records *r, struct event_base *base);
+
 /* Stores one attempt. 0, or -1 (logged by the caller). */
 int records_add(struct records *r, const struct attempt *a);
 /* Calls fn for every attempt of qid, oldest first. Returns rows seen, -1 on error. */

@@ -690,11 +690,13 @@ static void finish_ev(evutil_socket_t fd, short what, void *arg)
 	struct remote *rm = job->rm;
 	(void)fd;
 	(void)what;
-	for (struct remote_job **pp = &rm->jobs; *pp; pp = &(*pp)->all_next)
-		if (*pp == job) {
-			*pp = job->all_next;
-			break;
-		}
+	if (job->all_prev)
+		job->all_prev->all_next = job->all_next;
+	else
+		rm->jobs = job->all_next;
+	if (job->all_next)
+		job->all_next->all_prev = job->all_prev;
+	job->all_next = job->all_prev = NULL;
 	rm->busy--;
 	event_free(job->done_ev);
 	job->done_ev = NULL;
@@ -724,7 +726,10 @@ void remote_deliver(struct remote *rm, struct remote_job *job, remote_done_cb cb
 	job->cb = cb;
 	job->cb_arg = arg;
 	job->done_ev = event_new(rm->base, -1, 0, finish_ev, job);
+	job->all_prev = NULL;
 	job->all_next = rm->jobs;
+	if (rm->jobs)
+		rm->jobs->all_prev = job;
 	rm->jobs = job;
 	rm->busy++;
 	job->pending = 1; /* held until every delivery has started */

@@ -55,7 +55,7 @@ struct remote_job {
 	void (*cb)(void *arg, struct remote_job *job);
 	void *cb_arg;
 	struct event *done_ev;
-	struct remote_job *all_next; /* jobs in flight */
+	struct remote_job *all_next, *all_prev; /* jobs in flight */
 };
 
 typedef void (*remote_done_cb)(void *arg, struct remote_job *job);

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/event.h>
 #include <sqlite3.h>
 
 #include "queue/records.h"
@@ -332,6 +333,38 @@ static void test_reopen_persists(void **state)
 	assert_int_equal(sb.st_mode & 0777, 0600);
 }
 
+/* Batched writes: invisible to another connection until the loop turn ends, then committed;
+ * records_close commits what is still open. */
+static void test_batch_commits_per_loop_turn(void **state)
+{
+	struct fx *f = *state;
+	struct attempt a;
+	struct seen s = {.n = 0};
+	struct event_base *base = event_base_new();
+	assert_non_null(base);
+	records_batch(f->r, base);
+	struct records *other = open_rec(f->dir);
+
+	full_attempt(&a, "QB", 0, 1796076605.25);
+	assert_int_equal(records_add(f->r, &a), 0);
+	assert_int_equal(records_add(f->r, &a), 0);
+	/* the writer sees its own rows at once; another reader only after the commit */
+	assert_int_equal(records_history(f->r, "QB", collect, &s), 2);
+	s.n = 0;
+	assert_int_equal(records_history(other, "QB", collect, &s), 0);
+	assert_true(event_base_loop(base, EVLOOP_NONBLOCK) >= 0);
+	assert_int_equal(records_history(other, "QB", collect, &s), 2);
+
+	/* a write left open at close is committed by records_close */
+	assert_int_equal(records_add(f->r, &a), 0);
+	records_close(f->r);
+	f->r = open_rec(f->dir);
+	s.n = 0;
+	assert_int_equal(records_history(other, "QB", collect, &s), 3);
+	records_close(other);
+	event_base_free(base);
+}
+
 /* The file is WAL with user_version 1 (what a tool reading it expects). */
 static void test_schema_pragmas(void **state)
 {
@@ -393,6 +426,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_state_del_keeps_history, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_batch_commits_per_loop_turn, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_schema_pragmas, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
 	    cmocka_unit_test(test_open_errors),
