@@ -268,12 +268,12 @@ static void conn_release(struct conn *cn)
 		conn_gone(cn);
 		return;
 	}
-	if (d->wait_head) {
-		struct dlv *v = d->wait_head;
-		dest_unwait(d, v);
-		dlv_send(v, cn);
-		return;
-	}
+	for (struct dlv *v = d->wait_head; v; v = v->next)
+		if (!v->plain && v->level <= cn->level) {
+			dest_unwait(d, v);
+			dlv_send(v, cn);
+			return;
+		}
 	if (!cn->idle_ev)
 		cn->idle_ev = evtimer_new(cn->rm->base, idle_cb, cn);
 	struct timeval tv = {REMOTE_IDLE_SECONDS, 0};
@@ -520,9 +520,13 @@ static void dlv_next(struct dlv *v)
 			      "no host of the route accepted a connection", false);
 		return;
 	}
-	if (!v->plain && d->idle) {
-		struct conn *cn = d->idle;
-		d->idle = cn->next;
+	/* an idle connection of the destination, opened at a level at least as strict (a
+	 * plaintext fallback never carries mail that did not allow one) */
+	for (struct conn **pp = &d->idle; !v->plain && *pp; pp = &(*pp)->next) {
+		struct conn *cn = *pp;
+		if (cn->level < v->level)
+			continue;
+		*pp = cn->next;
 		cn->next = NULL;
 		evtimer_del(cn->idle_ev);
 		dlv_send(v, cn);

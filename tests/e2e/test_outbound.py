@@ -305,6 +305,18 @@ def test_mx_preference_and_fallback(world, first):
     srv.check_sanitizers()
 
 
+def test_source_address_is_configurable(world):
+    """delivery.source_ipv4: outbound connections come from that address."""
+    world.mx("remote.test", (10, "mx1.remote.test", "127.0.0.2"))
+    sink = world.sink("127.0.0.2", "mx1.remote.test")
+    srv = world.server(delivery={"source_ipv4": "127.0.0.77"})
+    qid = submit(srv, "bob@remote.test")
+    msg = sink.wait_messages(1)[0]
+    assert msg["peer"] == "127.0.0.77", msg["peer"]
+    wait_gone(srv, qid)
+    srv.check_sanitizers()
+
+
 def test_rcpt_answer_is_final_for_the_attempt(world):
     """A 4xx to RCPT does not move on to the next MX host (docs: answers to RCPT and after
     are final for that attempt)."""
