@@ -1,9 +1,9 @@
-/* Configuration: the one table of options (type, default, range, reload), the file parser
- * with includes, printing in the file's own syntax, and `sealmail config check|show`.
- * Runs in the master and the CLI; children get a copy of struct conf at fork. Untrusted
- * input: the config files and $SEALMAIL_HOME/$SEALMAIL_CONF. They are the admin's, but may
- * be wrong in any way: every mistake is reported as "file:line: option: message" and no
- * input makes this code crash, loop or block. */
+/* Configuration: the one table of options (type, default, range, reload), the defaults,
+ * and the file parser with includes; printing and comparing are in conf_print.c. Runs in
+ * the master and the CLI; children get a copy of struct conf at fork. Untrusted input: the
+ * config files and $SEALMAIL_HOME/$SEALMAIL_CONF. They are the admin's, but may be wrong in
+ * any way: every mistake is reported as "file:line: option: message" and no input makes
+ * this code crash, loop or block. */
 #include "conf/conf.h"
 #include "conf/conf_int.h"
 
@@ -27,43 +27,10 @@
 #define CONF_LINE_MAX 4096   /* bytes in a line, without its line ending */
 #define CONF_INCLUDE_DEPTH 8 /* files nested by include; also ends include loops */
 #define CONF_MAX_FILES 256   /* files read by one load, so globs cannot fan out forever */
-#define CONF_NAME_MAX 64     /* option and section names */
 #define CONF_VALUE_SHOW 60   /* bytes of a bad value quoted back in an error */
 /* Paths in values and names of config files: short enough that conf_print's line for any
  * option (quoted value and "# file:line") stays within CONF_LINE_MAX. */
 #define CONF_PATH_LEN_MAX 1024
-
-enum conf_type {
-	CT_STRING,   /* text, checked by the option's check function */
-	CT_PATH,     /* file name; relative to the directory of the file that sets it */
-	CT_INT,      /* whole number */
-	CT_SIZE,     /* bytes, with an optional K, M or G (1024-based) */
-	CT_DURATION, /* seconds, with an optional s, m or h */
-	CT_BOOL,     /* yes/no, true/false, on/off */
-	CT_LISTEN,   /* "IP:PORT", "[IPv6]:PORT" or "" (disabled) */
-	CT_ENUM,     /* one of names[] */
-	CT_CERT,     /* tls.cert: starts a certificate pair */
-	CT_KEY,      /* tls.key: completes it */
-};
-
-struct conf_option {
-	const char *section; /* NULL: top level, before any [section] */
-	const char *key;
-	enum conf_type type;
-	size_t off;               /* offsetof(struct conf, field) */
-	size_t size;              /* sizeof the field */
-	long long def;            /* default of numbers, bools (0/1) and enums (index) */
-	const char *def_str;      /* default of text with a file (NULL: computed or "") */
-	const char *def_embedded; /* default of text without a file (NULL: as def_str) */
-	const char *def_doc;      /* default as documented, when it is computed */
-	long long min, max;       /* numbers */
-	bool reload;              /* SIGHUP may change it */
-	const char *const *names; /* CT_ENUM: value names, index = enum value */
-	bool (*check)(const char *v, char *why, size_t whysz);
-	const char *syntax; /* CT_STRING: what a value looks like, for the reference */
-	bool secret;        /* never printed by config show */
-	const char *doc;
-};
 
 static bool check_hostname(const char *v, char *why, size_t whysz);
 static bool check_user(const char *v, char *why, size_t whysz);
@@ -79,13 +46,10 @@ static const char *const relay_tls_names[] = {"starttls", "implicit", NULL};
 #define LST(k)                                                                                     \
 	.off = offsetof(struct conf, listeners) + (k) * sizeof(struct conf_listener),              \
 	.size = sizeof(struct conf_listener)
-#define KIB 1024LL
-#define MIB (1024LL * KIB)
-#define GIB (1024LL * MIB)
 
 /* clang-format off */
 /* habit 12: config is data. Top-level options come first (conf_print relies on it). */
-static const struct conf_option conf_opts[] = {
+const struct conf_option conf_opts[] = {
 	{.key = "hostname", .type = CT_STRING, FLD(hostname), .check = check_hostname,
 	 .def_doc = "the system's host name", .syntax = "domain name", .reload = true,
 	 .doc = "Name in the greeting, the EHLO reply, Received headers and bounces "
@@ -269,8 +233,9 @@ static const struct conf_option conf_opts[] = {
 };
 /* clang-format on */
 
-#define NOPTS (sizeof(conf_opts) / sizeof(conf_opts[0]))
-_Static_assert(NOPTS <= CONF_OPT_MAX, "raise CONF_OPT_MAX in conf.h");
+const size_t conf_nopts = sizeof(conf_opts) / sizeof(conf_opts[0]);
+_Static_assert(sizeof(conf_opts) / sizeof(conf_opts[0]) <= CONF_OPT_MAX,
+               "raise CONF_OPT_MAX in conf.h");
 _Static_assert(sizeof(enum conf_log_dest) == sizeof(int), "enums are stored as int");
 
 struct load_ctx {
@@ -291,12 +256,8 @@ struct file_ctx {
 
 /* ---- small helpers ---- */
 
-static int fail(struct conf_error *err, const char *file, int line, const char *opt,
-                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-/* The one error format: "file:line: option: message", parts left out when unknown. */
-static int fail(struct conf_error *err, const char *file, int line, const char *opt,
-                const char *fmt, ...)
+int conf_fail(struct conf_error *err, const char *file, int line, const char *opt, const char *fmt,
+              ...)
 {
 	char m[sizeof(err->msg)];
 	char where[sizeof(err->msg)] = "";
@@ -336,24 +297,6 @@ static const char *vis(const char *v, char *buf, size_t n)
 	if (l > CONF_VALUE_SHOW && n > CONF_VALUE_SHOW + 4)
 		memcpy(buf + CONF_VALUE_SHOW, "...", 4);
 	return buf;
-}
-
-static char *field(struct conf *c, const struct conf_option *o)
-{
-	return (char *)c + o->off;
-}
-
-static const char *cfield(const struct conf *c, const struct conf_option *o)
-{
-	return (const char *)c + o->off;
-}
-
-static void opt_name(const struct conf_option *o, char *buf, size_t n)
-{
-	if (o->section)
-		snprintf(buf, n, "%s.%s", o->section, o->key);
-	else
-		snprintf(buf, n, "%s", o->key);
 }
 
 static const char *skip_ws(const char *p)
@@ -396,26 +339,6 @@ static size_t edit_distance(const char *a, const char *b)
 }
 
 /* ---- value syntax: numbers, sizes, durations ---- */
-
-static void fmt_num(enum conf_type t, long long v, char *buf, size_t n)
-{
-	if (t == CT_SIZE && v != 0 && v % GIB == 0)
-		snprintf(buf, n, "%lldG", v / GIB);
-	else if (t == CT_SIZE && v != 0 && v % MIB == 0)
-		snprintf(buf, n, "%lldM", v / MIB);
-	else if (t == CT_SIZE && v != 0 && v % KIB == 0)
-		snprintf(buf, n, "%lldK", v / KIB);
-	else if (t == CT_DURATION && v != 0 && v % 86400 == 0)
-		snprintf(buf, n, "%lldd", v / 86400);
-	else if (t == CT_DURATION && v != 0 && v % 3600 == 0)
-		snprintf(buf, n, "%lldh", v / 3600);
-	else if (t == CT_DURATION && v != 0 && v % 60 == 0)
-		snprintf(buf, n, "%lldm", v / 60);
-	else if (t == CT_DURATION)
-		snprintf(buf, n, "%llds", v);
-	else
-		snprintf(buf, n, "%lld", v);
-}
 
 /* An optional '-', digits and, for sizes and durations, one unit letter. Values beyond long
  * long saturate, so the range check reports them. */
@@ -460,24 +383,6 @@ static bool parse_num(enum conf_type t, const char *s, long long *out)
 	else
 		*out = v * mult;
 	return true;
-}
-
-static long long num_load(const struct conf_option *o, const struct conf *c)
-{
-	const char *p = cfield(c, o);
-	if (o->type == CT_SIZE) {
-		uint64_t u;
-		memcpy(&u, p, sizeof(u));
-		return u > (uint64_t)LLONG_MAX ? LLONG_MAX : (long long)u;
-	}
-	if (o->type == CT_BOOL) {
-		bool b;
-		memcpy(&b, p, sizeof(b));
-		return b;
-	}
-	int i;
-	memcpy(&i, p, sizeof(i));
-	return i;
 }
 
 static void num_store(const struct conf_option *o, struct conf *c, long long v)
@@ -584,16 +489,6 @@ static int parse_listen(const char *v, struct conf_listener *l, const char **why
 	l->enabled = true;
 	l->port = (int)port;
 	return 0;
-}
-
-static void fmt_listen(const struct conf_listener *l, char *buf, size_t n)
-{
-	if (!l->enabled)
-		snprintf(buf, n, "%s", "");
-	else if (strchr(l->addr, ':'))
-		snprintf(buf, n, "[%s]:%d", l->addr, l->port);
-	else
-		snprintf(buf, n, "%s:%d", l->addr, l->port);
 }
 
 /* ---- checks of text options ---- */
@@ -756,7 +651,7 @@ static void table_check(void)
 	}
 }
 
-static void apply_defaults(struct conf *c, bool embedded)
+void conf_apply_defaults(struct conf *c, bool embedded)
 {
 	table_check();
 	memset(c, 0, sizeof(*c));
@@ -793,73 +688,10 @@ static void apply_defaults(struct conf *c, bool embedded)
 
 void conf_defaults(struct conf *c)
 {
-	apply_defaults(c, true);
+	conf_apply_defaults(c, true);
 }
 
-/* ---- values in print form ---- */
-
-/* The value of option o in the syntax the parser reads (without quoting). */
-static void fmt_value(const struct conf_option *o, const struct conf *c, char *buf, size_t n)
-{
-	struct conf_listener l;
-	long long v;
-
-	switch (o->type) {
-	case CT_STRING:
-	case CT_PATH:
-		snprintf(buf, n, "%s", cfield(c, o));
-		break;
-	case CT_LISTEN:
-		memcpy(&l, cfield(c, o), sizeof(l));
-		fmt_listen(&l, buf, n);
-		break;
-	case CT_BOOL:
-		snprintf(buf, n, "%s", num_load(o, c) ? "yes" : "no");
-		break;
-	case CT_ENUM:
-		v = num_load(o, c);
-		for (long long k = 0; k <= v; k++) {
-			if (!o->names[k]) {
-				v = -1;
-				break;
-			}
-		}
-		snprintf(buf, n, "%s", v >= 0 ? o->names[v] : "?");
-		break;
-	case CT_CERT:
-	case CT_KEY:
-		buf[0] = '\0';
-		break;
-	default:
-		fmt_num(o->type, num_load(o, c), buf, n);
-		break;
-	}
-}
-
-/* Quotes v when the parser would otherwise read it differently. */
-static void quote_value(const char *v, char *buf, size_t n)
-{
-	size_t l = strlen(v), o = 0;
-	bool need = l == 0 || v[0] == '"' || v[0] == ' ' || v[0] == '\t' || v[l - 1] == ' ' ||
-	            v[l - 1] == '\t' || strchr(v, '#');
-
-	if (!need) {
-		snprintf(buf, n, "%s", v);
-		return;
-	}
-	if (n < 3) {
-		buf[0] = '\0';
-		return;
-	}
-	buf[o++] = '"';
-	for (size_t i = 0; i < l && o + 3 < n; i++) {
-		if (v[i] == '"' || v[i] == '\\')
-			buf[o++] = '\\';
-		buf[o++] = v[i];
-	}
-	buf[o++] = '"';
-	buf[o] = '\0';
-}
+/* ---- the parser ---- */
 
 const char *conf_source_file(const struct conf *c, struct conf_source s)
 {
@@ -867,160 +699,6 @@ const char *conf_source_file(const struct conf *c, struct conf_source s)
 		return NULL;
 	return c->src_files + s.file - 1;
 }
-
-static void print_line(FILE *out, const char *name, const char *value, const struct conf *c,
-                       struct conf_source src)
-{
-	char q[2 * PATH_MAX + 3];
-	const char *file = conf_source_file(c, src);
-	int n;
-
-	quote_value(value, q, sizeof(q));
-	n = fprintf(out, "%s = %s", name, q);
-	for (; n >= 0 && n < 39; n++)
-		fputc(' ', out);
-	if (file)
-		fprintf(out, " # %s:%d\n", file, src.line);
-	else
-		fprintf(out, " # default\n");
-}
-
-void conf_print(FILE *out, const struct conf *c, bool nondefault_only)
-{
-	char name[2 * CONF_NAME_MAX], val[PATH_MAX + 64];
-
-	for (size_t i = 0; i < NOPTS; i++) {
-		const struct conf_option *o = &conf_opts[i];
-		if (o->type == CT_KEY)
-			continue;
-		if (o->type == CT_CERT) {
-			int nc = c->ncerts < 0 ? 0 : c->ncerts > LIM_CERTS ? LIM_CERTS : c->ncerts;
-			if (nc == 0 && !nondefault_only)
-				fprintf(out,
-				        "# tls.cert, tls.key: none; a self-signed certificate is "
-				        "made in data_dir\n");
-			for (int k = 0; k < nc; k++) {
-				print_line(out, "tls.cert", c->certs[k].cert_file, c,
-				           c->certs[k].cert_src);
-				print_line(out, "tls.key", c->certs[k].key_file, c,
-				           c->certs[k].key_src);
-			}
-			continue;
-		}
-		if (nondefault_only && c->src[i].line <= 0)
-			continue;
-		opt_name(o, name, sizeof(name));
-		fmt_value(o, c, val, sizeof(val));
-		/* a password is never printed; "set" shows that there is one */
-		if (o->secret && val[0])
-			snprintf(val, sizeof(val), "(set, not shown)");
-		print_line(out, name, val, c, c->src[i]);
-	}
-}
-
-void conf_print_reference(FILE *out)
-{
-	char name[2 * CONF_NAME_MAX], def[2 * PATH_MAX + 160], lo[32], hi[32], range[256];
-	struct conf *d = xmalloc(sizeof(*d));
-
-	apply_defaults(d, false);
-	fprintf(out, "| option | default | range | reload | meaning |\n");
-	fprintf(out, "| --- | --- | --- | --- | --- |\n");
-	for (size_t i = 0; i < NOPTS; i++) {
-		const struct conf_option *o = &conf_opts[i];
-		opt_name(o, name, sizeof(name));
-		if (o->def_doc) {
-			snprintf(def, sizeof(def), "%s", o->def_doc);
-		} else if (o->type == CT_CERT || o->type == CT_KEY) {
-			snprintf(def, sizeof(def), "none");
-		} else {
-			char v1[PATH_MAX + 64];
-			fmt_value(o, d, v1, sizeof(v1));
-			if (o->def_embedded && strcmp(o->def_embedded, v1) != 0)
-				snprintf(def, sizeof(def), "`%s` (no file: `%s`)",
-				         v1[0] ? v1 : "\"\"",
-				         o->def_embedded[0] ? o->def_embedded : "\"\"");
-			else
-				snprintf(def, sizeof(def), "`%s`", v1[0] ? v1 : "\"\"");
-		}
-		switch (o->type) {
-		case CT_INT:
-		case CT_SIZE:
-		case CT_DURATION:
-			fmt_num(o->type, o->min, lo, sizeof(lo));
-			fmt_num(o->type, o->max, hi, sizeof(hi));
-			snprintf(range, sizeof(range), "%s – %s", lo, hi);
-			break;
-		case CT_BOOL:
-			snprintf(range, sizeof(range), "yes, no");
-			break;
-		case CT_ENUM:
-			range[0] = '\0';
-			for (int k = 0; o->names[k]; k++)
-				snprintf(range + strlen(range), sizeof(range) - strlen(range), "%s%s",
-				         k ? ", " : "", o->names[k]);
-			break;
-		case CT_LISTEN:
-			snprintf(range, sizeof(range), "IP:PORT, [IPv6]:PORT, \"\"");
-			break;
-		case CT_STRING:
-			snprintf(range, sizeof(range), "%s", o->syntax ? o->syntax : "text");
-			break;
-		default:
-			snprintf(range, sizeof(range), "path");
-			break;
-		}
-		fprintf(out, "| `%s` | %s | %s | %s | %s |\n", name, def, range,
-		        o->reload ? "yes" : "no", o->doc);
-	}
-	free(d);
-}
-
-static bool certs_same(const struct conf *a, const struct conf *b)
-{
-	if (a->ncerts != b->ncerts || a->ncerts < 0 || a->ncerts > LIM_CERTS)
-		return a->ncerts == b->ncerts;
-	for (int k = 0; k < a->ncerts; k++)
-		if (strcmp(a->certs[k].cert_file, b->certs[k].cert_file) != 0 ||
-		    strcmp(a->certs[k].key_file, b->certs[k].key_file) != 0)
-			return false;
-	return true;
-}
-
-bool conf_same(const struct conf *a, const struct conf *b)
-{
-	char va[PATH_MAX + 64], vb[PATH_MAX + 64];
-
-	for (size_t i = 0; i < NOPTS; i++) {
-		fmt_value(&conf_opts[i], a, va, sizeof(va));
-		fmt_value(&conf_opts[i], b, vb, sizeof(vb));
-		if (strcmp(va, vb) != 0)
-			return false;
-	}
-	return certs_same(a, b);
-}
-
-int conf_reload_check(const struct conf *cur, const struct conf *next, struct conf_error *err)
-{
-	char va[PATH_MAX + 64], vb[PATH_MAX + 64], name[2 * CONF_NAME_MAX];
-
-	for (size_t i = 0; i < NOPTS; i++) {
-		const struct conf_option *o = &conf_opts[i];
-		if (o->reload)
-			continue;
-		fmt_value(o, cur, va, sizeof(va));
-		fmt_value(o, next, vb, sizeof(vb));
-		if (strcmp(va, vb) != 0) {
-			opt_name(o, name, sizeof(name));
-			return fail(err, NULL, 0, name,
-			            "cannot change on reload (\"%s\" -> \"%s\"); restart sealmail",
-			            va, vb);
-		}
-	}
-	return 0;
-}
-
-/* ---- the parser ---- */
 
 /* Records a file name in c->src_files once; returns its id (see struct conf_source), 0 when
  * the pool is full. */
@@ -1199,7 +877,7 @@ static void suggest_option(const char *full, const char *key, bool in_section, c
 	out[0] = '\0';
 	for (size_t i = 0; i < NOPTS; i++) {
 		const struct conf_option *o = &conf_opts[i];
-		opt_name(o, name, sizeof(name));
+		conf_opt_name(o, name, sizeof(name));
 		if (strcmp(o->key, key) == 0) {
 			snprintf(out, n, " (did you mean %s?%s)", name,
 			         o->section || !in_section
@@ -1249,14 +927,15 @@ static int do_include(struct load_ctx *lc, struct file_ctx *fx, const char *pat)
 	int r, rc = 0;
 
 	if (pat[0] == '\0')
-		return fail(lc->err, fx->path, fx->line, "include", "needs a file name or pattern");
+		return conf_fail(lc->err, fx->path, fx->line, "include",
+		                 "needs a file name or pattern");
 	if (!strpbrk(pat, "*?[")) {
 		if (join_path(fx->dir, pat, false, full, sizeof(full)) < 0)
-			return fail(lc->err, fx->path, fx->line, "include", "path too long");
+			return conf_fail(lc->err, fx->path, fx->line, "include", "path too long");
 		return load_file(lc, full, fx, fx->depth + 1);
 	}
 	if (join_path(fx->dir, pat, true, full, sizeof(full)) < 0)
-		return fail(lc->err, fx->path, fx->line, "include", "path too long");
+		return conf_fail(lc->err, fx->path, fx->line, "include", "path too long");
 	memset(&g, 0, sizeof(g));
 	r = glob(full, 0, NULL, &g);
 	if (r == GLOB_NOMATCH) {
@@ -1265,9 +944,9 @@ static int do_include(struct load_ctx *lc, struct file_ctx *fx, const char *pat)
 	}
 	if (r != 0) {
 		globfree(&g);
-		return fail(lc->err, fx->path, fx->line, "include",
-		            "cannot expand the pattern (%s)",
-		            r == GLOB_NOSPACE ? "out of memory" : "read error");
+		return conf_fail(lc->err, fx->path, fx->line, "include",
+		                 "cannot expand the pattern (%s)",
+		                 r == GLOB_NOSPACE ? "out of memory" : "read error");
 	}
 	/* sorted bytewise, whatever the locale, so 10-a.conf < 20-b.conf everywhere */
 	qsort(g.gl_pathv, g.gl_pathc, sizeof(char *), cmp_str);
@@ -1281,10 +960,10 @@ static int set_path(struct load_ctx *lc, struct file_ctx *fx, const char *name, 
                     char *dst, size_t n)
 {
 	if (val[0] == '\0')
-		return fail(lc->err, fx->path, fx->line, name, "needs a path");
+		return conf_fail(lc->err, fx->path, fx->line, name, "needs a path");
 	if (join_path(fx->dir, val, false, dst, n) < 0 || strlen(dst) > CONF_PATH_LEN_MAX)
-		return fail(lc->err, fx->path, fx->line, name, "path longer than %d bytes",
-		            CONF_PATH_LEN_MAX);
+		return conf_fail(lc->err, fx->path, fx->line, name, "path longer than %d bytes",
+		                 CONF_PATH_LEN_MAX);
 	return 0;
 }
 
@@ -1298,14 +977,15 @@ static int set_cert(struct load_ctx *lc, struct file_ctx *fx, const struct conf_
 		if (lc->cert_open) {
 			struct conf_cert *prev = &c->certs[c->ncerts - 1];
 			const char *pf = conf_source_file(c, prev->cert_src);
-			return fail(lc->err, fx->path, fx->line, name,
-			            "the tls.cert at %s:%d has no tls.key yet (each tls.cert must "
-			            "be followed by its tls.key)",
-			            pf ? pf : "?", prev->cert_src.line);
+			return conf_fail(
+			    lc->err, fx->path, fx->line, name,
+			    "the tls.cert at %s:%d has no tls.key yet (each tls.cert must "
+			    "be followed by its tls.key)",
+			    pf ? pf : "?", prev->cert_src.line);
 		}
 		if (c->ncerts >= LIM_CERTS)
-			return fail(lc->err, fx->path, fx->line, name, "more than %d certificates",
-			            LIM_CERTS);
+			return conf_fail(lc->err, fx->path, fx->line, name,
+			                 "more than %d certificates", LIM_CERTS);
 		struct conf_cert *ct = &c->certs[c->ncerts];
 		if (set_path(lc, fx, name, val, ct->cert_file, sizeof(ct->cert_file)) < 0)
 			return -1;
@@ -1317,8 +997,9 @@ static int set_cert(struct load_ctx *lc, struct file_ctx *fx, const struct conf_
 		return 0;
 	}
 	if (!lc->cert_open)
-		return fail(lc->err, fx->path, fx->line, name,
-		            "no tls.cert before it (write tls.cert = CHAIN, then tls.key = KEY)");
+		return conf_fail(
+		    lc->err, fx->path, fx->line, name,
+		    "no tls.cert before it (write tls.cert = CHAIN, then tls.key = KEY)");
 	struct conf_cert *ct = &c->certs[c->ncerts - 1];
 	if (set_path(lc, fx, name, val, ct->key_file, sizeof(ct->key_file)) < 0)
 		return -1;
@@ -1345,11 +1026,11 @@ static int set_option(struct load_ctx *lc, struct file_ctx *fx, int idx, const c
 		return set_cert(lc, fx, o, name, val);
 	case CT_STRING:
 		if (strlen(val) >= o->size)
-			return fail(err, fx->path, fx->line, name, "too long (max %zu bytes)",
-			            o->size - 1);
+			return conf_fail(err, fx->path, fx->line, name, "too long (max %zu bytes)",
+			                 o->size - 1);
 		if (o->check && !o->check(val, why, sizeof(why)))
-			return fail(err, fx->path, fx->line, name, "\"%s\" %s",
-			            vis(val, shown, sizeof(shown)), why);
+			return conf_fail(err, fx->path, fx->line, name, "\"%s\" %s",
+			                 vis(val, shown, sizeof(shown)), why);
 		str_copy(field(c, o), o->size, val);
 		break;
 	case CT_PATH:
@@ -1365,32 +1046,34 @@ static int set_option(struct load_ctx *lc, struct file_ctx *fx, int idx, const c
 	case CT_SIZE:
 	case CT_DURATION:
 		if (!parse_num(o->type, val, &v))
-			return fail(err, fx->path, fx->line, name, "\"%s\" is not %s",
-			            vis(val, shown, sizeof(shown)),
-			            o->type == CT_INT ? "a whole number"
-			            : o->type == CT_SIZE
-			                ? "a size (bytes, or with K, M or G: 512K, "
-			                  "35M, 1G)"
-			                : "a duration (seconds, or with s, m, h or d: "
-			                  "30s, 5m, 1h, 5d)");
+			return conf_fail(err, fx->path, fx->line, name, "\"%s\" is not %s",
+			                 vis(val, shown, sizeof(shown)),
+			                 o->type == CT_INT ? "a whole number"
+			                 : o->type == CT_SIZE
+			                     ? "a size (bytes, or with K, M or G: 512K, "
+			                       "35M, 1G)"
+			                     : "a duration (seconds, or with s, m, h or d: "
+			                       "30s, 5m, 1h, 5d)");
 		if (v < o->min) {
-			fmt_num(o->type, o->min, lim, sizeof(lim));
-			return fail(err, fx->path, fx->line, name, "%s is below the minimum %s",
-			            vis(val, shown, sizeof(shown)), lim);
+			conf_fmt_num(o->type, o->min, lim, sizeof(lim));
+			return conf_fail(err, fx->path, fx->line, name,
+			                 "%s is below the minimum %s",
+			                 vis(val, shown, sizeof(shown)), lim);
 		}
 		if (v > o->max) {
-			fmt_num(o->type, o->max, lim, sizeof(lim));
-			return fail(err, fx->path, fx->line, name, "%s is above the maximum %s",
-			            vis(val, shown, sizeof(shown)), lim);
+			conf_fmt_num(o->type, o->max, lim, sizeof(lim));
+			return conf_fail(err, fx->path, fx->line, name,
+			                 "%s is above the maximum %s",
+			                 vis(val, shown, sizeof(shown)), lim);
 		}
 		num_store(o, c, v);
 		break;
 	case CT_BOOL:
 		b = parse_bool(val);
 		if (b < 0)
-			return fail(err, fx->path, fx->line, name,
-			            "\"%s\" is not yes or no (true/false and on/off work too)",
-			            vis(val, shown, sizeof(shown)));
+			return conf_fail(err, fx->path, fx->line, name,
+			                 "\"%s\" is not yes or no (true/false and on/off work too)",
+			                 vis(val, shown, sizeof(shown)));
 		num_store(o, c, b);
 		break;
 	case CT_ENUM:
@@ -1398,14 +1081,15 @@ static int set_option(struct load_ctx *lc, struct file_ctx *fx, int idx, const c
 			if (strcasecmp(o->names[b], val) == 0)
 				break;
 		if (!o->names[b])
-			return fail(err, fx->path, fx->line, name, "\"%s\" is not one of: %s, %s",
-			            vis(val, shown, sizeof(shown)), o->names[0], o->names[1]);
+			return conf_fail(err, fx->path, fx->line, name,
+			                 "\"%s\" is not one of: %s, %s",
+			                 vis(val, shown, sizeof(shown)), o->names[0], o->names[1]);
 		num_store(o, c, b);
 		break;
 	case CT_LISTEN:
 		if (parse_listen(val, &l, &w) < 0)
-			return fail(err, fx->path, fx->line, name, "\"%s\": %s",
-			            vis(val, shown, sizeof(shown)), w);
+			return conf_fail(err, fx->path, fx->line, name, "\"%s\": %s",
+			                 vis(val, shown, sizeof(shown)), w);
 		memcpy(field(c, o), &l, sizeof(l));
 		break;
 	}
@@ -1420,29 +1104,30 @@ static int parse_section(struct load_ctx *lc, struct file_ctx *fx, const char *p
 	const char *s, *e, *sec;
 
 	if (!close)
-		return fail(lc->err, fx->path, fx->line, NULL, "missing ] in the section header");
+		return conf_fail(lc->err, fx->path, fx->line, NULL,
+		                 "missing ] in the section header");
 	s = skip_ws(p + 1);
 	e = close;
 	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
 		e--;
 	p = skip_ws(close + 1);
 	if (*p != '\0' && *p != '#')
-		return fail(lc->err, fx->path, fx->line, NULL, "unexpected text after ]");
+		return conf_fail(lc->err, fx->path, fx->line, NULL, "unexpected text after ]");
 	if (e == s)
-		return fail(lc->err, fx->path, fx->line, NULL, "empty section name []");
+		return conf_fail(lc->err, fx->path, fx->line, NULL, "empty section name []");
 	if ((size_t)(e - s) > CONF_NAME_MAX) {
 		memcpy(name, s, CONF_NAME_MAX);
 		name[CONF_NAME_MAX] = '\0';
-		return fail(lc->err, fx->path, fx->line, NULL, "unknown section [%s...]",
-		            vis(name, shown, sizeof(shown)));
+		return conf_fail(lc->err, fx->path, fx->line, NULL, "unknown section [%s...]",
+		                 vis(name, shown, sizeof(shown)));
 	}
 	memcpy(name, s, (size_t)(e - s));
 	name[e - s] = '\0';
 	sec = section_find(name);
 	if (!sec) {
 		suggest_section(name, hint, sizeof(hint));
-		return fail(lc->err, fx->path, fx->line, NULL, "unknown section [%s]%s",
-		            vis(name, shown, sizeof(shown)), hint);
+		return conf_fail(lc->err, fx->path, fx->line, NULL, "unknown section [%s]%s",
+		                 vis(name, shown, sizeof(shown)), hint);
 	}
 	fx->section = sec;
 	return 0;
@@ -1459,8 +1144,8 @@ static int parse_line(struct load_ctx *lc, struct file_ctx *fx, const char *line
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)line[i];
 		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-			return fail(lc->err, fx->path, fx->line, NULL,
-			            "control character 0x%02x in column %zu", ch, i + 1);
+			return conf_fail(lc->err, fx->path, fx->line, NULL,
+			                 "control character 0x%02x in column %zu", ch, i + 1);
 	}
 	p = skip_ws(line);
 	if (*p == '\0' || *p == '#')
@@ -1473,18 +1158,19 @@ static int parse_line(struct load_ctx *lc, struct file_ctx *fx, const char *line
 		p++;
 	klen = (size_t)(p - k);
 	if (klen == 0)
-		return fail(lc->err, fx->path, fx->line, NULL,
-		            "expected \"key = value\" or \"[section]\"");
+		return conf_fail(lc->err, fx->path, fx->line, NULL,
+		                 "expected \"key = value\" or \"[section]\"");
 	if (klen > CONF_NAME_MAX)
-		return fail(lc->err, fx->path, fx->line, NULL, "option name longer than %d bytes",
-		            CONF_NAME_MAX);
+		return conf_fail(lc->err, fx->path, fx->line, NULL,
+		                 "option name longer than %d bytes", CONF_NAME_MAX);
 	memcpy(key, k, klen);
 	key[klen] = '\0';
 	p = skip_ws(p);
 	if (*p != '=')
-		return fail(lc->err, fx->path, fx->line, key, "expected '=' after the option name");
+		return conf_fail(lc->err, fx->path, fx->line, key,
+		                 "expected '=' after the option name");
 	if (parse_value(skip_ws(p + 1), val, sizeof(val), &why) < 0)
-		return fail(lc->err, fx->path, fx->line, key, "%s", why);
+		return conf_fail(lc->err, fx->path, fx->line, key, "%s", why);
 
 	if (strcmp(key, "include") == 0)
 		return do_include(lc, fx, val);
@@ -1506,8 +1192,8 @@ static int parse_line(struct load_ctx *lc, struct file_ctx *fx, const char *line
 	}
 	if (idx < 0) {
 		suggest_option(full, k, !dot && fx->section, hint, sizeof(hint));
-		return fail(lc->err, fx->path, fx->line, vis(full, shown, sizeof(shown)),
-		            "unknown option%s", hint);
+		return conf_fail(lc->err, fx->path, fx->line, vis(full, shown, sizeof(shown)),
+		                 "unknown option%s", hint);
 	}
 	return set_option(lc, fx, idx, full, val);
 }
@@ -1524,58 +1210,61 @@ static int load_file(struct load_ctx *lc, const char *path, const struct file_ct
 	int fd, r, rc = 0;
 
 	if (depth > CONF_INCLUDE_DEPTH)
-		return fail(lc->err, ffile, fline, "include",
-		            "files nested more than %d deep (does a file include itself?)",
-		            CONF_INCLUDE_DEPTH);
+		return conf_fail(lc->err, ffile, fline, "include",
+		                 "files nested more than %d deep (does a file include itself?)",
+		                 CONF_INCLUDE_DEPTH);
 	if (strlen(path) > CONF_PATH_LEN_MAX)
-		return fail(lc->err, ffile, fline, from ? "include" : NULL,
-		            "file name longer than %d bytes", CONF_PATH_LEN_MAX);
+		return conf_fail(lc->err, ffile, fline, from ? "include" : NULL,
+		                 "file name longer than %d bytes", CONF_PATH_LEN_MAX);
 	if (++lc->nfiles > CONF_MAX_FILES)
-		return fail(lc->err, ffile, fline, "include", "more than %d files in all",
-		            CONF_MAX_FILES);
+		return conf_fail(lc->err, ffile, fline, "include", "more than %d files in all",
+		                 CONF_MAX_FILES);
 	/* O_NONBLOCK: a FIFO must not hang us; anything but a regular file is refused */
 	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
 		int e = errno;
-		return from ? fail(lc->err, ffile, fline, "include", "%s: %s", path, strerror(e))
-		            : fail(lc->err, path, 0, NULL, "%s", strerror(e));
+		return from ? conf_fail(lc->err, ffile, fline, "include", "%s: %s", path,
+		                        strerror(e))
+		            : conf_fail(lc->err, path, 0, NULL, "%s", strerror(e));
 	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
-		return from ? fail(lc->err, ffile, fline, "include", "%s: not a regular file", path)
-		            : fail(lc->err, path, 0, NULL, "not a regular file");
+		return from ? conf_fail(lc->err, ffile, fline, "include", "%s: not a regular file",
+		                        path)
+		            : conf_fail(lc->err, path, 0, NULL, "not a regular file");
 	}
 	f = fdopen(fd, "r");
 	if (!f) {
 		int e = errno;
 		close(fd);
-		return fail(lc->err, path, 0, NULL, "%s", strerror(e));
+		return conf_fail(lc->err, path, 0, NULL, "%s", strerror(e));
 	}
 	memset(&fx, 0, sizeof(fx));
 	fx.path = path;
 	fx.depth = depth;
 	if (file_dir(path, fx.dir, sizeof(fx.dir)) < 0) {
 		fclose(f);
-		return fail(lc->err, path, 0, NULL, "cannot tell the file's directory");
+		return conf_fail(lc->err, path, 0, NULL, "cannot tell the file's directory");
 	}
 	fx.fileid = record_file(lc->c, path);
 	if (fx.fileid == 0) {
 		fclose(f);
-		return fail(lc->err, ffile, fline, "include", "too many included files");
+		return conf_fail(lc->err, ffile, fline, "include", "too many included files");
 	}
 	while ((r = read_line(f, buf, sizeof(buf), &len)) != 0) {
 		if (fx.line == INT_MAX) {
-			rc = fail(lc->err, path, 0, NULL, "too many lines");
+			rc = conf_fail(lc->err, path, 0, NULL, "too many lines");
 			break;
 		}
 		fx.line++;
 		if (r == -1) {
-			rc = fail(lc->err, path, fx.line, NULL, "line longer than %d bytes",
-			          CONF_LINE_MAX);
+			rc = conf_fail(lc->err, path, fx.line, NULL, "line longer than %d bytes",
+			               CONF_LINE_MAX);
 			break;
 		}
 		if (r == -2) {
-			rc = fail(lc->err, path, fx.line, NULL, "read error: %s", strerror(errno));
+			rc = conf_fail(lc->err, path, fx.line, NULL, "read error: %s",
+			               strerror(errno));
 			break;
 		}
 		const char *s = buf;
@@ -1601,15 +1290,15 @@ static int finish(struct load_ctx *lc)
 
 	if (lc->cert_open) {
 		struct conf_cert *ct = &c->certs[c->ncerts - 1];
-		return fail(lc->err, conf_source_file(c, ct->cert_src), ct->cert_src.line,
-		            "tls.cert", "no tls.key follows it");
+		return conf_fail(lc->err, conf_source_file(c, ct->cert_src), ct->cert_src.line,
+		                 "tls.cert", "no tls.key follows it");
 	}
 	int pm = option_find(NULL, "postmaster");
 	if (pm >= 0 && c->src[pm].line <= 0) {
 		r = snprintf(c->postmaster, sizeof(c->postmaster), "postmaster@%s", c->hostname);
 		if (r < 0 || (size_t)r >= sizeof(c->postmaster) ||
 		    !check_mailbox(c->postmaster, why, sizeof(why)))
-			return fail(
+			return conf_fail(
 			    lc->err, c->path, 0, "postmaster",
 			    "the default postmaster@<hostname> is too long; set postmaster");
 	}
@@ -1626,12 +1315,13 @@ static int finish(struct load_ctx *lc)
 			    la->port != lb->port || strcmp(la->addr, lb->addr) != 0)
 				continue;
 			size_t blame = c->src[j].line > 0 ? j : i;
-			opt_name(&conf_opts[blame], name, sizeof(name));
-			fmt_listen(la, addr, sizeof(addr));
+			conf_opt_name(&conf_opts[blame], name, sizeof(name));
+			conf_fmt_listen(la, addr, sizeof(addr));
 			char other[2 * CONF_NAME_MAX];
-			opt_name(&conf_opts[blame == j ? i : j], other, sizeof(other));
-			return fail(lc->err, conf_source_file(c, c->src[blame]), c->src[blame].line,
-			            name, "same address as %s (%s)", other, addr);
+			conf_opt_name(&conf_opts[blame == j ? i : j], other, sizeof(other));
+			return conf_fail(lc->err, conf_source_file(c, c->src[blame]),
+			                 c->src[blame].line, name, "same address as %s (%s)", other,
+			                 addr);
 		}
 	}
 	return 0;
@@ -1648,12 +1338,12 @@ int conf_load(const char *path, struct conf *out, struct conf_error *err)
 		err = &scratch_err;
 	err->msg[0] = '\0';
 	if (!path || !path[0])
-		return fail(err, NULL, 0, NULL, "no configuration file given");
+		return conf_fail(err, NULL, 0, NULL, "no configuration file given");
 	c = xmalloc(sizeof(*c));
-	apply_defaults(c, false);
+	conf_apply_defaults(c, false);
 	if (!str_copy(c->path, sizeof(c->path), path)) {
 		free(c);
-		return fail(err, NULL, 0, NULL, "configuration file name too long");
+		return conf_fail(err, NULL, 0, NULL, "configuration file name too long");
 	}
 	memset(&lc, 0, sizeof(lc));
 	lc.c = c;
@@ -1668,7 +1358,7 @@ int conf_load(const char *path, struct conf *out, struct conf_error *err)
 		struct tls_policy_map *m = tls_policy_load(c->delivery_tls_policy_file, why,
 							   sizeof(why));
 		if (!m)
-			rc = fail(err, NULL, 0, NULL, "delivery.tls_policy_file: %s", why);
+			rc = conf_fail(err, NULL, 0, NULL, "delivery.tls_policy_file: %s", why);
 		tls_policy_free(m);
 	}
 	if (rc == 0)
