@@ -460,8 +460,8 @@ static void human_intro(struct out *o, const struct dsn_report *r, enum dsn_acti
 	switch (kind) {
 	case DSN_FAILED:
 		snprintf(line, sizeof(line),
-		         "I'm sorry to have to inform you that your message could not be delivered "
-		         "to one or more recipients. %s",
+		         "Your message could not be delivered to the recipients listed below, and "
+		         "no further attempts will be made. %s",
 		         part3);
 		break;
 	case DSN_DELAYED:
@@ -470,16 +470,16 @@ static void human_intro(struct out *o, const struct dsn_report *r, enum dsn_acti
 			fmt_date(until, sizeof(until), r->give_up);
 			snprintf(
 			    line, sizeof(line),
-			    "This is a warning only; you do not need to send your message again. "
-			    "It has not yet been delivered to one or more recipients. The mail "
-			    "system will keep trying until %s.",
+			    "Your message has not reached the recipients listed below yet. Nothing "
+			    "needs to be done: delivery will be tried again until %s, and you will "
+			    "hear again only if it fails for good.",
 			    until);
 		} else {
 			snprintf(
 			    line, sizeof(line),
-			    "This is a warning only; you do not need to send your message again. "
-			    "It has not yet been delivered to one or more recipients. The mail "
-			    "system will keep trying for a while.");
+			    "Your message has not reached the recipients listed below yet. Nothing "
+			    "needs to be done: delivery will be tried again, and you will hear "
+			    "again only if it fails for good.");
 		}
 		break;
 	case DSN_DELIVERED:
@@ -499,10 +499,10 @@ static void human_intro(struct out *o, const struct dsn_report *r, enum dsn_acti
 	para(o, line);
 	puts_(o, "\r\n");
 	if (kind == DSN_FAILED) {
-		para(o, "If you need help, write to postmaster and include this report.");
+		para(o, "The postmaster of this system can help; please include this report.");
 		puts_(o, "\r\n");
 	}
-	para(o, "                   The mail system");
+	para(o, "-- sealmail");
 }
 
 /* One recipient in the human part, after a blank line: "<addr>: host H said: reply" and/or

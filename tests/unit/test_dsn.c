@@ -283,8 +283,9 @@ static void test_failure_full(void **state)
 	/* human part */
 	assert_true(has_line(&s, "Content-Type: text/plain; charset=us-ascii"));
 	assert_true(has_line(&s, "This is the mail system at host mx.example.org."));
-	assert_true(find_flat(&s, "I'm sorry to have to inform you that your message could not be "
-	                          "delivered to one or more recipients. It is attached below."));
+	assert_true(find_flat(&s, "Your message could not be delivered to the recipients listed "
+	                          "below, and no further attempts will be made. It is attached "
+	                          "below."));
 	assert_non_null(find(&s, "01JD3K7Q9X4M2B"));
 	assert_non_null(find(&s, "<bob@example.net>: host mx1.example.net said: 550 5.1.1"));
 
@@ -377,10 +378,10 @@ static void test_delay(void **state)
 	struct sink s;
 	run(&r, &o, 10 * 1024 * 1024, &s, "delay");
 	assert_true(has_line(&s, "Subject: Delayed Mail (still being retried)"));
-	assert_true(find_flat(&s, "has not yet been delivered"));
+	assert_true(find_flat(&s, "has not reached the recipients listed below yet"));
 	/* the human part names the give-up date (possibly wrapped) */
-	assert_true(find_flat(&s, "The mail system will keep trying until Sun, 19 Nov 2023 "
-	                          "22:13:20 +0000."));
+	assert_true(find_flat(&s, "delivery will be tried again until Sun, 19 Nov 2023 "
+	                          "22:13:20 +0000,"));
 	/* the human part ends with its last recipient line */
 	assert_non_null(find(&s, "\r\n\r\n<carol@example.com>: connection to mx.example.com timed "
 	                         "out\r\n\r\n--"));
