@@ -214,29 +214,20 @@ struct records *records_open(const char *data_dir, char *err, size_t errsz)
 	char dummy[8];
 	char msg[256];
 	struct records *r;
-	int n, rc;
+	int rc;
 
 	if (err == NULL || errsz == 0) {
 		err = dummy;
 		errsz = sizeof(dummy);
 	}
 	err[0] = '\0';
-	if (data_dir == NULL || data_dir[0] == '\0') {
-		snprintf(err, errsz, "no data directory");
-		return NULL;
-	}
-	n = snprintf(path, sizeof(path), "%s/queue.db", data_dir);
-	if (n < 0 || (size_t)n >= sizeof(path)) {
-		snprintf(err, errsz, "data directory path too long");
-		return NULL;
-	}
 	r = calloc(1, sizeof(*r));
 	if (r == NULL) {
 		snprintf(err, errsz, "out of memory");
 		return NULL;
 	}
 	/* The queue process runs an event loop: wait for a tool's reader briefly, not 5 s. */
-	r->db = sqlu_open(path, 1000, err, errsz);
+	r->db = sqlu_open(data_dir, "queue.db", 1000, path, sizeof(path), err, errsz);
 	if (!r->db) {
 		records_close(r);
 		return NULL;

@@ -40,10 +40,20 @@ int sqlu_text(sqlite3 *db, const char *sql, char *out, size_t outsz, char *err, 
 	return rc;
 }
 
-sqlite3 *sqlu_open(const char *path, int busy_ms, char *err, size_t errsz)
+sqlite3 *sqlu_open(const char *data_dir, const char *file, int busy_ms, char *path,
+		   size_t pathsz, char *err, size_t errsz)
 {
 	sqlite3 *db = NULL;
 	char mode[16], msg[256];
+	if (data_dir == NULL || data_dir[0] == '\0') {
+		snprintf(err, errsz, "no data directory");
+		return NULL;
+	}
+	int n = snprintf(path, pathsz, "%s/%s", data_dir, file);
+	if (n < 0 || (size_t)n >= pathsz) {
+		snprintf(err, errsz, "data directory path too long");
+		return NULL;
+	}
 	/* Create the file ourselves so it is 0600 (SQLite would use 0644 & ~umask): both
 	 * databases name people (logins, senders, recipients). */
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);

@@ -9,10 +9,13 @@
 
 #include <sqlite3.h>
 
-/* Creates path as 0600 when missing (the -wal and -shm files inherit its mode), opens it
- * read-write without following symlinks, turns on extended result codes, sets the busy
- * timeout and WAL journal mode. NULL with "path: reason" in err on failure. */
-sqlite3 *sqlu_open(const char *path, int busy_ms, char *err, size_t errsz);
+/* Opens <data_dir>/<file> (its path written to path[0..pathsz)): creates it as 0600 when
+ * missing (the -wal and -shm files inherit its mode), opens it read-write without following
+ * symlinks, turns on extended result codes, sets the busy timeout and WAL journal mode.
+ * NULL with the reason in err on failure ("no data directory", "data directory path too
+ * long", or "path: reason"). */
+sqlite3 *sqlu_open(const char *data_dir, const char *file, int busy_ms, char *path,
+		   size_t pathsz, char *err, size_t errsz);
 
 /* sqlite3_exec of sql; on error its message in err. Returns the SQLite code. */
 int sqlu_exec(sqlite3 *db, const char *sql, char *err, size_t errsz);

@@ -345,28 +345,19 @@ struct store *store_open(const char *data_dir, bool seed_localhost, char *err, s
 	char dummy[8];
 	char mode[16];
 	struct store *st = NULL;
-	int n, rc;
+	int rc;
 
 	if (err == NULL || errsz == 0) {
 		err = dummy;
 		errsz = sizeof(dummy);
 	}
 	err[0] = '\0';
-	if (data_dir == NULL || data_dir[0] == '\0') {
-		snprintf(err, errsz, "no data directory");
-		return NULL;
-	}
-	n = snprintf(path, sizeof(path), "%s/sealmail.db", data_dir);
-	if (n < 0 || (size_t)n >= sizeof(path)) {
-		snprintf(err, errsz, "data directory path too long");
-		return NULL;
-	}
 	st = calloc(1, sizeof(*st));
 	if (st == NULL) {
 		snprintf(err, errsz, "out of memory");
 		return NULL;
 	}
-	st->db = sqlu_open(path, 5000, err, errsz);
+	st->db = sqlu_open(data_dir, "sealmail.db", 5000, path, sizeof(path), err, errsz);
 	if (!st->db) {
 		free(st);
 		return NULL;
