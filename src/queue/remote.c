@@ -303,11 +303,10 @@ static const char *out_status(enum remote_outcome o)
 	return o == REMOTE_SENT ? "sent" : o == REMOTE_BOUNCE ? "bounced" : "deferred";
 }
 
-/* Records and logs one attempt for recipient position j of v. cn may be NULL (no
- * connection: DNS or a refused open, then host/ip say what was tried). */
-static void note(struct dlv *v, int j, struct conn *cn, const char *host, const char *ip,
-		 int port, const struct smtpc_result *sr, const struct smtpc_info *info,
-		 bool fallback)
+/* Records and logs one attempt for recipient position j of v on connection cn (the one
+ * tried, opened or not); NULL when no connection was tried (DNS said no). */
+static void note(struct dlv *v, int j, const struct conn *cn, const struct smtpc_result *sr,
+		 const struct smtpc_info *info)
 {
 	struct remote_job *job = v->job;
 	struct remote_res *r = &job->res[j];
@@ -319,9 +318,12 @@ static void note(struct dlv *v, int j, struct conn *cn, const char *host, const 
 	snprintf(a.rcpt_addr, sizeof(a.rcpt_addr), "%s", rc->addr);
 	a.time = now_f();
 	snprintf(a.status, sizeof(a.status), "%s", out_status(r->out));
-	snprintf(a.mx, sizeof(a.mx), "%s", host ? host : "");
-	snprintf(a.ip, sizeof(a.ip), "%s", ip ? ip : "");
-	a.port = port;
+	if (cn) {
+		snprintf(a.mx, sizeof(a.mx), "%s", cn->host);
+		snprintf(a.ip, sizeof(a.ip), "%s", cn->ip);
+		a.port = cn->port;
+		a.fallback = cn->fallback;
+	}
 	a.code = sr ? sr->code : 0;
 	snprintf(a.enh, sizeof(a.enh), "%s", r->enh);
 	snprintf(a.reply, sizeof(a.reply), "%s", r->diag);
@@ -338,16 +340,14 @@ static void note(struct dlv *v, int j, struct conn *cn, const char *host, const 
 		snprintf(a.cert_error, sizeof(a.cert_error), "%s", info->cert_error);
 	if (v->route && !v->rm->relay)
 		snprintf(a.dnssec, sizeof(a.dnssec), "%s", dns_sec_name(v->route->mx_sec));
-	a.fallback = fallback;
 	a.attempt_no = job->attempt_no;
 	a.delay = a.time - (double)job->env->arrival;
 	if (v->rm->rec && records_add(v->rm->rec, &a) != 0)
 		log_err("event=records_error qid=%s op=add", job->qid);
-	(void)cn;
 
 	char relay[LIM_DOMAIN + 96];
-	if (host && host[0])
-		snprintf(relay, sizeof(relay), "%s[%s]:%d", host, ip ? ip : "", port);
+	if (cn)
+		snprintf(relay, sizeof(relay), "%s[%s]:%d", a.mx, a.ip, a.port);
 	else
 		snprintf(relay, sizeof(relay), "none");
 	log_msg(r->out == REMOTE_SENT ? LOG_LV_INFO : LOG_LV_WARN,
@@ -358,7 +358,7 @@ static void note(struct dlv *v, int j, struct conn *cn, const char *host, const 
 	     a.policy_source, a.tls_version[0] ? a.tls_version : "none",
 	     a.tls_cipher[0] ? a.tls_cipher : "none", a.cert, a.cert_error[0] ? " cert_error=\"" : "",
 	     a.cert_error, a.cert_error[0] ? "\"" : "", a.dnssec[0] ? a.dnssec : "none",
-	     fallback ? " fallback=plaintext" : "", a.attempt_no, a.reply[0] ? a.reply : a.reason);
+	     a.fallback ? " fallback=plaintext" : "", a.attempt_no, a.reply[0] ? a.reply : a.reason);
 }
 
 static void job_finish(struct remote_job *job);
@@ -386,7 +386,7 @@ static void dlv_fail_rest(struct dlv *v, enum remote_outcome out, const char *en
 		struct remote_res *r = &v->job->res[j];
 		if (record) {
 			set_res(r, out, enh, NULL, reason, NULL);
-			note(v, j, NULL, NULL, NULL, 0, NULL, NULL, false);
+			note(v, j, NULL, NULL, NULL);
 		} else if (out == REMOTE_BOUNCE || r->enh[0] == '\0') {
 			set_res(r, out, enh, r->diag, r->reason[0] ? r->reason : reason, NULL);
 		}
@@ -447,7 +447,7 @@ static void open_cb(struct smtpc *c, void *arg, const struct smtpc_result *fail,
 			 retry_plain ? " (trying again without TLS, as level may allows)" : "");
 		set_res(&v->job->res[j], REMOTE_DEFER, fail->enh[0] ? fail->enh : "4.4.1",
 			fail->reply, reason, cn->host);
-		note(v, j, cn, cn->host, cn->ip, cn->port, fail, info, cn->fallback);
+		note(v, j, cn, fail, info);
 	}
 	if (retry_plain)
 		v->plain = true;
@@ -623,7 +623,7 @@ static void tx_cb(struct smtpc *c, void *arg, struct smtpc_tx *tx)
 							 : "4.0.0";
 		set_res(&v->job->res[j], out, enh, shown->reply, shown->reason, cn->host);
 		v->job->res[j].dsn_passed = tx->dsn_passed;
-		note(v, j, cn, cn->host, cn->ip, cn->port, shown, &cn->info, cn->fallback);
+		note(v, j, cn, shown, &cn->info);
 	}
 	if (next_host) {
 		/* keep these recipients open for the next host; this one is not asked again */
