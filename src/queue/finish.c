@@ -310,26 +310,27 @@ static void round_done(void *arg, struct remote_job *job)
 	round_free(r);
 }
 
-void q_start_remote(struct queue *q, struct qmsg *m)
+void q_start_remote(struct queue *q, struct qmsg *m, struct spool_env *env, const bool *done,
+		    uint64_t off, uint64_t len)
 {
 	struct round *r = xcalloc(1, sizeof(*r));
 	r->q = q;
-	r->fd = -1;
 	snprintf(r->qid, sizeof(r->qid), "%s", m->qid);
-	if (spool_read(q->spool, m->qid, &r->env, &r->off, &r->len) != 0 ||
-	    (r->fd = spool_open_msg(q->spool, m->qid)) < 0) {
-		log_err("event=spool_error qid=%s op=read error=\"%s\"", m->qid, strerror(errno));
+	r->env = *env;
+	memset(env, 0, sizeof(*env)); /* the round owns rcpts now */
+	r->off = off;
+	r->len = len;
+	r->fd = spool_open_msg(q->spool, m->qid);
+	if (r->fd < 0) {
+		log_err("event=spool_error qid=%s op=open error=\"%s\"", m->qid, strerror(errno));
 		round_free(r);
 		return;
 	}
-	bool *done = xcalloc((size_t)r->env.nrcpts, sizeof(bool));
-	spool_load_done(q->spool, m->qid, done, r->env.nrcpts);
 	r->idx = xcalloc((size_t)r->env.nrcpts, sizeof(int));
 	int n = 0;
 	for (int i = 0; i < r->env.nrcpts; i++)
 		if (!done[i] && !r->env.rcpts[i].mailbox[0])
 			r->idx[n++] = i;
-	free(done);
 	if (n == 0) {
 		round_free(r);
 		return;

@@ -122,6 +122,7 @@ struct bmsg {
 	bool *done;
 	int left;                      /* recipients not delivered after this batch */
 	int remote;                    /* of them, remote ones (remote.c's round comes next) */
+	uint64_t off, len;             /* the body in the spool file */
 	bool loaded;
 };
 
@@ -152,8 +153,7 @@ static void deliver_batch(struct queue *q)
 		struct qmsg *qm = qmsg_get(q, m->qid);
 		if (qm->active || qm->st.held || qm->st.next_try > time(NULL))
 			continue;
-		uint64_t off, len;
-		if (spool_read(q->spool, m->qid, &m->env, &off, &len) != 0) {
+		if (spool_read(q->spool, m->qid, &m->env, &m->off, &m->len) != 0) {
 			if (errno != ENOENT)
 				log_err("event=spool_error qid=%s op=read error=\"%s\"", m->qid,
 					errno == EINVAL ? "corrupt" : strerror(errno));
@@ -194,7 +194,7 @@ static void deliver_batch(struct queue *q)
 			int pl = snprintf(prefix, sizeof(prefix),
 					  "Return-Path: <%s>\r\nDelivered-To: %s\r\n", m->env.from,
 					  rc->mailbox);
-			if (maildir_stage(c->root, prefix, (size_t)pl, fd, off, len, c->name) != 0) {
+			if (maildir_stage(c->root, prefix, (size_t)pl, fd, m->off, m->len, c->name) != 0) {
 				log_warn("event=deferred qid=%s to=<%s> mailbox=%s relay=local status=deferred error=\"%s\"",
 					 m->qid, rc->addr, rc->mailbox, strerror(errno));
 				continue;
@@ -271,21 +271,19 @@ static void deliver_batch(struct queue *q)
 					log_err("event=spool_error qid=%s op=mark_done error=\"%s\"", m->qid,
 						strerror(errno));
 		}
+		/* 5. what is left: remote recipients go to remote.c (which takes the envelope
+		 * read above); local failures wait */
+		if (m->left > 0) {
+			struct qmsg *qm = qmsg_get(q, m->qid);
+			if (m->remote > 0) {
+				q_start_remote(q, qm, &m->env, m->done, m->off, m->len);
+			} else {
+				qm->st.attempts++;
+				q_defer(q, qm, "local delivery failed");
+			}
+		}
 		free(m->done);
 		spool_env_free(&m->env);
-	}
-	/* 5. what is left: remote recipients go to remote.c; local failures wait */
-	for (int i = 0; i < nmsgs; i++) {
-		struct bmsg *m = &msgs[i];
-		if (m->left == 0)
-			continue;
-		struct qmsg *qm = qmsg_get(q, m->qid);
-		if (m->remote > 0)
-			q_start_remote(q, qm);
-		else {
-			qm->st.attempts++;
-			q_defer(q, qm, "local delivery failed");
-		}
 	}
 	free(copies);
 	free(msgs);

@@ -62,8 +62,11 @@ void qmsg_forget(struct queue *q, const char *qid);
 /* Removes a message from the queue for good: spool file, state, scheduler entry. */
 void q_remove(struct queue *q, const char *qid, const char *why);
 
-/* finish.c: starts the remote round of a message whose local recipients were handled. */
-void q_start_remote(struct queue *q, struct qmsg *m);
+/* finish.c: starts the remote round of a message whose local recipients were handled: env
+ * (read by the caller; the round takes it over and leaves *env empty), done[] (recipients
+ * finished so far), the body at [off, off+len) of the spool file. */
+void q_start_remote(struct queue *q, struct qmsg *m, struct spool_env *env, const bool *done,
+		    uint64_t off, uint64_t len);
 /* finish.c: frees the rounds that were in flight at exit (their callbacks never come). */
 void q_free_rounds(struct queue *q);
 /* finish.c: a message still has recipients after a round: schedule the next one. */
