@@ -833,6 +833,21 @@ static void test_print_roundtrip(void **state)
 	free(c);
 }
 
+/* A relayhost password is never printed, not even by config show -n. */
+static void test_password_not_shown(void **state)
+{
+	struct conf *c = load_ok("[delivery]\nrelayhost = smtp.example.net:587\n"
+				 "relayhost_user = u\nrelayhost_password = s3cret-pass\n");
+	assert_string_equal(c->relayhost_password, "s3cret-pass");
+	for (int nd = 0; nd < 2; nd++) {
+		char *out = print_to_string(c, nd == 1);
+		assert_null(strstr(out, "s3cret-pass"));
+		assert_non_null(strstr(out, "delivery.relayhost_password = (set, not shown)"));
+		free(out);
+	}
+	free(c);
+}
+
 static void test_reference(void **state)
 {
 	char *buf = NULL;
@@ -1069,6 +1084,7 @@ int main(void)
 	    cmocka_unit_test(test_long_values),
 	    cmocka_unit_test(test_example_loads),
 	    cmocka_unit_test(test_reference),
+	    cmocka_unit_test(test_password_not_shown),
 	    cmocka_unit_test(test_docs_cover_options),
 	    cmocka_unit_test(test_reload_check),
 	    cmocka_unit_test(test_pick_path),
