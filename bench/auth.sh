@@ -25,17 +25,9 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(dirname "$HERE")
-SEALMAIL=${SEALMAIL:-$ROOT/sealmail}
-MX_PORT=2525
-SUB_PORT=2587
-SUBS_PORT=2465
+. "$HERE/common.sh"
 MSGS=${MSGS:-1000}
-DURATION=${DURATION:-60}
-SIZE=${SIZE:-4096}
 CONNS=${CONNS:-10 50}
-# ≤ 500 per connection stays under sealmail's 1000 messages per session
-REUSE_PER_CONN=${REUSE_PER_CONN:-500}
 # Per-step timeout, longer than the duration bound (runs still end at DURATION + 5 s). AUTH
 # replies queue behind the password hashes (argon2id, 2 threads in sealmail's lookup
 # process), and a login can wait for many seconds. With a shorter timeout the client gives
@@ -44,8 +36,6 @@ REUSE_PER_CONN=${REUSE_PER_CONN:-500}
 # cell turns into a storm of fast refusals instead of logins. With this timeout, a login that
 # waits counts as slow, or as unfinished at the bound.
 TIMEOUT=${TIMEOUT:-90}
-SETTLE=${SETTLE:-5}
-SM_MAX_PER_SRC=${SM_MAX_PER_SRC:-15}
 STORM_MSGS=${STORM_MSGS:-1000}
 STORM_CONNS=${STORM_CONNS:-50}
 STORM_DURATION=${STORM_DURATION:-60}
@@ -57,43 +47,11 @@ BASELINE_NOOPS=${BASELINE_NOOPS:-1000}
 PROBE_PER_SESSION=${PROBE_PER_SESSION:-5000}
 PEER_PROBE_PER_SESSION=${PEER_PROBE_PER_SESSION:-90}
 AUTH_ONLY_STORM=${AUTH_ONLY_STORM:-1}
-PEER=${PEER:-0}
-PEER_SETUP=${PEER_SETUP:-$ROOT/../shared/bench/peer-setup.sh}
-PEER_PORT=10025
-PEER_AUTH=${PEER_AUTH:-bench:secret}
-SM_AUTH=bench@load.test:secret
-KEEP=${KEEP:-0}
-LOAD=$HERE/smtpload
 
-say() { printf '%s\n' "$*" >&2; }
-
-if [ ! -x "$SEALMAIL" ]; then
-	say "auth.sh: $SEALMAIL not found: run \`make\` in $ROOT first"
-	exit 1
-fi
 OUT=${OUT:-$(mktemp -d /tmp/sealmail-bench-auth.XXXXXX)}
 mkdir -p "$OUT"
 : > "$OUT/commands.txt"
 make -s -C "$HERE" smtpload
-
-SM_HOME=
-SM_PID=
-PEER_STARTED=0
-cleanup() {
-	if [ -n "$SM_PID" ] && kill -0 "$SM_PID" 2>/dev/null; then
-		kill -TERM "$SM_PID" 2>/dev/null || true
-		for _ in $(seq 400); do kill -0 "$SM_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$SM_PID" 2>/dev/null || true
-		wait "$SM_PID" 2>/dev/null || true
-	fi
-	SM_PID=
-	if [ "$PEER_STARTED" = 1 ]; then "$PEER_SETUP" stop >&2 || true; PEER_STARTED=0; fi
-	if [ -n "$SM_HOME" ] && [ "$KEEP" != 1 ]; then rm -rf "$SM_HOME"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-listening() { ss -ltnH "sport = :$1" 2>/dev/null | grep -q .; }
 
 # Waits (up to 60 s) until no TCP connection to the server's ports is open any more on the
 # server's side. A login the client gave up on stays open in sealmail until its hash is
@@ -106,20 +64,6 @@ wait_drained() {
 		sleep 0.1
 	done
 	say "auth.sh: warning: connections to $* still open after 60 s"
-}
-
-# one cell: NAME PORT SERVER-ARGS... -- SMTPLOAD-ARGS...
-cell() {
-	local name=$1 port=$2; shift 2
-	local srv=()
-	while [ "$1" != -- ]; do srv+=("$1"); shift; done
-	shift
-	local cmd=("$LOAD" --port "$port" --timeout "$TIMEOUT"
-		--cpu-settle "$SETTLE" "${srv[@]}" "$@" --json)
-	say "== $name: ${cmd[*]}"
-	echo "${cmd[*]}" >> "$OUT/commands.txt"
-	"${cmd[@]}" > "$OUT/$name.json" || true
-	[ -s "$OUT/$name.json" ] || echo '{}' > "$OUT/$name.json"
 }
 
 # the matrix against one server:
@@ -166,81 +110,31 @@ matrix() {
 
 # ---------------------------------------------------------------- sealmail
 SERVERS=(sealmail)
-[ -z "${SEALMAIL_CONF:-}" ] || { say "auth.sh: ignoring SEALMAIL_CONF=$SEALMAIL_CONF (embedded defaults)"; unset SEALMAIL_CONF; }
-[ ! -e /etc/sealmail/sealmail.conf ] || say "auth.sh: warning: /etc/sealmail/sealmail.conf exists and may be read instead of the embedded defaults"
-for p in $MX_PORT $SUB_PORT $SUBS_PORT; do
-	if listening "$p"; then
-		say "auth.sh: something already listens on 127.0.0.1:$p; stop it first"
-		exit 1
-	fi
-done
-SM_HOME=$(mktemp -d /tmp/sealmail-bench-home.XXXXXX)
-export SEALMAIL_HOME=$SM_HOME
-sm() { # runs one setup command, logged
-	say "== SEALMAIL_HOME=$SM_HOME $SEALMAIL $*"
-	if ! "$SEALMAIL" "$@" >>"$OUT/setup.log" 2>&1; then
-		say "auth.sh: \`sealmail $*\` failed:"; tail -n 5 "$OUT/setup.log" >&2
-		exit 1
-	fi
-}
+use_embedded_defaults
+ports_free $MX_PORT $SUB_PORT $SUBS_PORT
+new_home
 sm mailbox add bench@localhost </dev/null
-sm account add bench --plan professional </dev/null
-sm account domain add bench load.test </dev/null
-# smtpload's MAIL FROM and From: are smtpload@load.test: inside the account's domain
-printf '%s\n' "${SM_AUTH#*:}" | sm login add "${SM_AUTH%%:*}" bench
-sm plan set bench 1000000000 </dev/null
-sm account set-plan bench bench </dev/null
-say "== SEALMAIL_HOME=$SM_HOME $SEALMAIL serve 2>$OUT/sealmail.log"
-"$SEALMAIL" serve </dev/null >"$OUT/sealmail.log" 2>&1 &
-SM_PID=$!
-for _ in $(seq 100); do
-	listening $MX_PORT && listening $SUB_PORT && listening $SUBS_PORT && break
-	kill -0 "$SM_PID" 2>/dev/null || break
-	sleep 0.1
-done
-if ! { listening $MX_PORT && listening $SUB_PORT && listening $SUBS_PORT; }; then
-	say "auth.sh: sealmail is not listening on $MX_PORT, $SUB_PORT and $SUBS_PORT; its log:"
-	tail -n 30 "$OUT/sealmail.log" >&2
-	exit 1
-fi
+add_bench_account
+start_sealmail $MX_PORT $SUB_PORT $SUBS_PORT
 matrix sealmail "$SM_AUTH" $MX_PORT "$PROBE_PER_SESSION" "587:$SUB_PORT 465:$SUBS_PORT" \
 	"$MX_PORT $SUB_PORT $SUBS_PORT" \
 	--server-pids "$SM_PID" --max-per-src "$SM_MAX_PER_SRC"
 "$SEALMAIL" account usage bench >"$OUT/usage.txt" 2>&1 || true
-kill -0 "$SM_PID" 2>/dev/null || say "auth.sh: warning: sealmail exited during the run (see $OUT/sealmail.log)"
-cleanup
+finish_sealmail
 
 # ---------------------------------------------------------------- Postfix (optional)
-if [ "$PEER" = 1 ]; then
-	if [ ! -x "$PEER_SETUP" ]; then
-		say "auth.sh: PEER=1 but $PEER_SETUP is not there: skipping Postfix"
-	elif [ "$(id -u)" != 0 ]; then
-		say "auth.sh: PEER=1 needs root (peer-setup.sh installs and runs Postfix): skipping Postfix"
-	else
-		PEER_STARTED=1
-		PEER_AUTH=$PEER_AUTH "$PEER_SETUP" start >&2
-		qdir=$(postconf -h queue_directory 2>/dev/null || echo /var/spool/postfix)
-		pf_pid=$(tr -d ' \n' < "$qdir/pid/master.pid" 2>/dev/null || true)
-		if [ -n "$pf_pid" ] && kill -0 "$pf_pid" 2>/dev/null; then
-			pf_args=(--server-pids "$pf_pid")
-		else
-			pf_args=(--server-pgrep "^$(postconf -h daemon_directory)/master")
-		fi
-		SERVERS+=(postfix)
-		matrix postfix "$PEER_AUTH" $PEER_PORT "$PEER_PROBE_PER_SESSION" "587:$PEER_PORT" \
-			"$PEER_PORT" "${pf_args[@]}"
-		"$PEER_SETUP" stop >&2 || true
-		PEER_STARTED=0
-	fi
+if peer_wanted; then
+	PEER_STARTED=1
+	PEER_AUTH=$PEER_AUTH "$PEER_SETUP" start >&2
+	postfix_server_args
+	SERVERS+=(postfix)
+	matrix postfix "$PEER_AUTH" $PEER_PORT "$PEER_PROBE_PER_SESSION" "587:$PEER_PORT" \
+		"$PEER_PORT" "${PF_ARGS[@]}"
+	"$PEER_SETUP" stop >&2 || true
+	PEER_STARTED=0
 fi
 
 # ---------------------------------------------------------------- tables
-jget() { # FILE KEY: a top-level scalar of smtpload's JSON (keys are unique)
-	local v
-	v=$(sed -n 's/.*"'"$2"'":\("[^"]*"\|[^,}]*\).*/\1/p' "$1" 2>/dev/null | head -n 1)
-	v=${v#\"}; v=${v%\"}
-	[ -n "$v" ] && [ "$v" != null ] && printf '%s' "$v" || printf '%s' -
-}
 NA="n/a"
 
 {
@@ -296,18 +190,6 @@ NA="n/a"
 			echo "| $s | $lname | $logins | $lrate | $lp50 | $(jget "$f" probe_noops) / $(jget "$f" probe_failed) | $(jget "$f" probe_p50_ms) | $(jget "$f" probe_p99_ms) | $(jget "$f" probe_max_ms) | $lcpu |"
 		done
 	done
-	errs=$(grep -l '"error_samples":\[{' "$OUT"/*.json 2>/dev/null || true)
-	perrs=$(grep -l '"probe_error":"[^"]' "$OUT"/*.json 2>/dev/null || true)
-	if [ -n "$errs$perrs" ]; then
-		echo
-		echo "Errors (first samples per cell):"
-		echo
-		for f in $errs; do
-			echo "- $(basename "$f" .json): $(sed -n 's/.*"error_samples":\[\(.*\)\].*/\1/p' "$f" | cut -c1-300)"
-		done
-		for f in $perrs; do
-			echo "- $(basename "$f" .json) (probe): $(jget "$f" probe_error)"
-		done
-	fi
+	print_errors
 } | tee "$OUT/results.md"
 say "== raw JSON, commands and logs in $OUT"

@@ -27,43 +27,21 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(dirname "$HERE")
-SEALMAIL=${SEALMAIL:-$ROOT/sealmail}
-MX_PORT=2525
-SUB_PORT=2587
-SUBS_PORT=2465
+. "$HERE/common.sh"
 SM_SINK_PORT=10027
+# with 2000 messages, REUSE_PER_CONN=500 and c ≥ 10 no connection gets to 500, so every
+# connection logs in once
 MSGS=${MSGS:-2000}
-DURATION=${DURATION:-60}
-SIZE=${SIZE:-4096}
 CONNS=${CONNS:-10 50}
-# ≤ 500 per connection stays under sealmail's 1000 messages per session; with 2000 messages
-# and c ≥ 10 no connection gets there, so every connection logs in once
-REUSE_PER_CONN=${REUSE_PER_CONN:-500}
 TIMEOUT=${TIMEOUT:-30}
-SETTLE=${SETTLE:-5}
-SM_MAX_PER_SRC=${SM_MAX_PER_SRC:-15}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
 # a recipient in no local domain: sealmail sends it to the relayhost, Postfix to its relayhost
 RCPT=${RCPT:-sink@relay.test}
-PEER=${PEER:-0}
-PEER_SETUP=${PEER_SETUP:-$ROOT/../shared/bench/peer-setup.sh}
-PEER_PORT=10025
 PEER_SINK_PORT=10026
 PEER_SINK_PIDFILE=/var/tmp/sealmail-bench/smtp-sink.pid # peer-setup.sh's smtp-sink
-PEER_AUTH=${PEER_AUTH:-bench:secret}
-SM_AUTH=bench@load.test:secret
-KEEP=${KEEP:-0}
-LOAD=$HERE/smtpload
 SINK=$HERE/smtpsink
 HZ=$(getconf CLK_TCK)
 
-say() { printf '%s\n' "$*" >&2; }
-
-if [ ! -x "$SEALMAIL" ]; then
-	say "relay.sh: $SEALMAIL not found: run \`make\` in $ROOT first"
-	exit 1
-fi
 OUT=${OUT:-$(mktemp -d /tmp/sealmail-bench-relay.XXXXXX)}
 mkdir -p "$OUT"
 : > "$OUT/commands.txt"
@@ -81,10 +59,7 @@ for _ in $CONNS; do ncells=$((ncells + 1)); done
 # the sink's own bound: every cell's load and drain, the warm-up, and some slack
 SINK_TIMEOUT=$(( (ncells + 1) * (DURATION + DRAIN_TIMEOUT + 2 * SETTLE + 30) + 120 ))
 
-SM_HOME=
-SM_PID=
 SINK_PID=
-PEER_STARTED=0
 stop_sink() {
 	if [ -n "$SINK_PID" ] && kill -0 "$SINK_PID" 2>/dev/null; then
 		kill -TERM "$SINK_PID" 2>/dev/null || true
@@ -94,22 +69,7 @@ stop_sink() {
 	[ -z "$SINK_PID" ] || wait "$SINK_PID" 2>/dev/null || true
 	SINK_PID=
 }
-cleanup() {
-	if [ -n "$SM_PID" ] && kill -0 "$SM_PID" 2>/dev/null; then
-		kill -TERM "$SM_PID" 2>/dev/null || true
-		for _ in $(seq 400); do kill -0 "$SM_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$SM_PID" 2>/dev/null || true
-		wait "$SM_PID" 2>/dev/null || true
-	fi
-	SM_PID=
-	stop_sink
-	if [ "$PEER_STARTED" = 1 ]; then "$PEER_SETUP" stop >&2 || true; PEER_STARTED=0; fi
-	if [ -n "$SM_HOME" ] && [ "$KEEP" != 1 ]; then rm -rf "$SM_HOME"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-listening() { ss -ltnH "sport = :$1" 2>/dev/null | grep -q .; }
+cleanup_hook() { stop_sink; }
 
 # CPU ticks (utime+stime+cutime+cstime) of a process tree, from /proc/PID/stat (as smtpload)
 tree_ticks() {
@@ -170,10 +130,7 @@ wait_sink() {
 
 start_sink() { # PORT NAME
 	local port=$1 name=$2
-	if listening "$port"; then
-		say "relay.sh: something already listens on 127.0.0.1:$port; stop it first"
-		exit 1
-	fi
+	ports_free "$port"
 	local cmd=("$SINK" --addr 127.0.0.1 --port "$port" --status "$OUT/sink-$name.status"
 		--timeout "$SINK_TIMEOUT")
 	say "== ${cmd[*]}"
@@ -183,13 +140,6 @@ start_sink() { # PORT NAME
 	for _ in $(seq 50); do listening "$port" && [ -s "$OUT/sink-$name.status" ] && return 0; sleep 0.1; done
 	say "relay.sh: smtpsink did not start on $port:"; cat "$OUT/sink-$name.log" >&2
 	exit 1
-}
-
-jget() { # FILE KEY: a top-level scalar of smtpload's JSON (keys are unique)
-	local v
-	v=$(sed -n 's/.*"'"$2"'":\("[^"]*"\|[^,}]*\).*/\1/p' "$1" 2>/dev/null | head -n 1)
-	v=${v#\"}; v=${v%\"}
-	[ -n "$v" ] && [ "$v" != null ] && printf '%s' "$v" || printf '%s' -
 }
 
 SINK_EXPECT=0 # messages the current sink should have got so far
@@ -304,14 +254,8 @@ matrix() {
 
 # ---------------------------------------------------------------- sealmail
 SERVERS=(sealmail)
-for p in $MX_PORT $SUB_PORT $SUBS_PORT; do
-	if listening "$p"; then
-		say "relay.sh: something already listens on 127.0.0.1:$p; stop it first"
-		exit 1
-	fi
-done
-SM_HOME=$(mktemp -d /tmp/sealmail-bench-home.XXXXXX)
-export SEALMAIL_HOME=$SM_HOME
+ports_free $MX_PORT $SUB_PORT $SUBS_PORT
+new_home
 export SEALMAIL_CONF=$SM_HOME/sealmail.conf
 cat > "$SEALMAIL_CONF" <<EOF
 # bench/relay.sh: every remote recipient goes to bench/smtpsink, in plaintext
@@ -331,79 +275,48 @@ relayhost_tls_policy = none
 connections_per_destination = 20
 EOF
 cp "$SEALMAIL_CONF" "$OUT/sealmail.conf"
-sm() { # runs one setup command, logged
-	say "== SEALMAIL_CONF=$SEALMAIL_CONF $SEALMAIL $*"
-	if ! "$SEALMAIL" "$@" >>"$OUT/setup.log" 2>&1; then
-		say "relay.sh: \`sealmail $*\` failed:"; tail -n 5 "$OUT/setup.log" >&2
-		exit 1
-	fi
-}
 sm config check </dev/null
-sm account add bench --plan professional </dev/null
-sm account domain add bench load.test </dev/null
-# smtpload's MAIL FROM and From: are smtpload@load.test: inside the account's domain
-printf '%s\n' "${SM_AUTH#*:}" | sm login add "${SM_AUTH%%:*}" bench
-sm plan set bench 1000000000 </dev/null
-sm account set-plan bench bench </dev/null
+add_bench_account
 start_sink $SM_SINK_PORT sealmail
-say "== SEALMAIL_CONF=$SEALMAIL_CONF $SEALMAIL serve 2>$OUT/sealmail.log"
-"$SEALMAIL" serve </dev/null >"$OUT/sealmail.log" 2>&1 &
-SM_PID=$!
-for _ in $(seq 100); do
-	listening $MX_PORT && listening $SUB_PORT && listening $SUBS_PORT && break
-	kill -0 "$SM_PID" 2>/dev/null || break
-	sleep 0.1
-done
-if ! { listening $MX_PORT && listening $SUB_PORT && listening $SUBS_PORT; }; then
-	say "relay.sh: sealmail is not listening on $MX_PORT, $SUB_PORT and $SUBS_PORT; its log:"
-	tail -n 30 "$OUT/sealmail.log" >&2
-	exit 1
-fi
+start_sealmail $MX_PORT $SUB_PORT $SUBS_PORT
 SINK_EXPECT=0
 if ! matrix sealmail $SUB_PORT "$SM_AUTH" "$SM_PID" --max-per-src "$SM_MAX_PER_SRC"; then
 	say "relay.sh: sealmail's log (last 30 lines):"; tail -n 30 "$OUT/sealmail.log" >&2
 fi
 "$SEALMAIL" account usage bench >"$OUT/usage.txt" 2>&1 || true
-kill -0 "$SM_PID" 2>/dev/null || say "relay.sh: warning: sealmail exited during the run (see $OUT/sealmail.log)"
-cleanup
+finish_sealmail
 unset SEALMAIL_CONF SEALMAIL_HOME
 
 # ---------------------------------------------------------------- Postfix (optional)
-if [ "$PEER" = 1 ]; then
-	if [ ! -x "$PEER_SETUP" ]; then
-		say "relay.sh: PEER=1 but $PEER_SETUP is not there: skipping Postfix"
-	elif [ "$(id -u)" != 0 ]; then
-		say "relay.sh: PEER=1 needs root (peer-setup.sh installs and runs Postfix): skipping Postfix"
-	else
-		PEER_STARTED=1
-		PEER_AUTH=$PEER_AUTH "$PEER_SETUP" start >&2
-		# mail left in Postfix's queue by an earlier run would reach the sink and be counted
-		qn=$(find /var/spool/postfix/{maildrop,incoming,active,deferred,hold} -type f 2>/dev/null | wc -l)
-		if [ "$qn" != 0 ]; then
-			say "relay.sh: Postfix's queue holds $qn files from before: \`peer-setup.sh flush\`"
-			"$PEER_SETUP" flush >&2
-		fi
-		# replace peer-setup.sh's smtp-sink with bench/smtpsink
-		if [ -f "$PEER_SINK_PIDFILE" ]; then
-			kill -TERM "$(cat "$PEER_SINK_PIDFILE")" 2>/dev/null || true
-		fi
-		for _ in $(seq 50); do listening $PEER_SINK_PORT || break; sleep 0.1; done
-		start_sink $PEER_SINK_PORT postfix
-		qdir=$(postconf -h queue_directory 2>/dev/null || echo /var/spool/postfix)
-		pf_pid=$(tr -d ' \n' < "$qdir/pid/master.pid" 2>/dev/null || true)
-		if [ -z "$pf_pid" ] || ! kill -0 "$pf_pid" 2>/dev/null; then
-			say "relay.sh: no Postfix master pid in $qdir/pid/master.pid: skipping Postfix"
-		else
-			SERVERS+=(postfix)
-			SINK_EXPECT=0
-			if ! matrix postfix $PEER_PORT "$PEER_AUTH" "$pf_pid"; then
-				say "relay.sh: Postfix's log (last 30 lines):"; tail -n 30 /var/log/postfix-bench.log >&2
-			fi
-		fi
-		stop_sink
-		"$PEER_SETUP" stop >&2 || true
-		PEER_STARTED=0
+if peer_wanted; then
+	PEER_STARTED=1
+	PEER_AUTH=$PEER_AUTH "$PEER_SETUP" start >&2
+	# mail left in Postfix's queue by an earlier run would reach the sink and be counted
+	qn=$(find /var/spool/postfix/{maildrop,incoming,active,deferred,hold} -type f 2>/dev/null | wc -l)
+	if [ "$qn" != 0 ]; then
+		say "relay.sh: Postfix's queue holds $qn files from before: \`peer-setup.sh flush\`"
+		"$PEER_SETUP" flush >&2
 	fi
+	# replace peer-setup.sh's smtp-sink with bench/smtpsink
+	if [ -f "$PEER_SINK_PIDFILE" ]; then
+		kill -TERM "$(cat "$PEER_SINK_PIDFILE")" 2>/dev/null || true
+	fi
+	for _ in $(seq 50); do listening $PEER_SINK_PORT || break; sleep 0.1; done
+	start_sink $PEER_SINK_PORT postfix
+	qdir=$(postconf -h queue_directory 2>/dev/null || echo /var/spool/postfix)
+	pf_pid=$(tr -d ' \n' < "$qdir/pid/master.pid" 2>/dev/null || true)
+	if [ -z "$pf_pid" ] || ! kill -0 "$pf_pid" 2>/dev/null; then
+		say "relay.sh: no Postfix master pid in $qdir/pid/master.pid: skipping Postfix"
+	else
+		SERVERS+=(postfix)
+		SINK_EXPECT=0
+		if ! matrix postfix $PEER_PORT "$PEER_AUTH" "$pf_pid"; then
+			say "relay.sh: Postfix's log (last 30 lines):"; tail -n 30 /var/log/postfix-bench.log >&2
+		fi
+	fi
+	stop_sink
+	"$PEER_SETUP" stop >&2 || true
+	PEER_STARTED=0
 fi
 
 # ---------------------------------------------------------------- table
@@ -434,15 +347,7 @@ eget() { # FILE KEY: a value of a cell's .e2e file
 			echo "- $s c=$c: $(awk -v o="$(eget "$e" server_cpu_ms_per_msg_e2e)" -v n="$(eget "$e" ok)" 'BEGIN { printf "%.0f", o * n }') / $(eget "$e" client_cpu_ms) / $(eget "$e" sink_cpu_ms) / $(eget "$e" other_cpu_ms), end-to-end span $(eget "$e" e2e_s) s"
 		done
 	done
-	errs=$(grep -l '"error_samples":\[{' "$OUT"/*.json 2>/dev/null || true)
-	if [ -n "$errs" ]; then
-		echo
-		echo "Errors (first samples per cell):"
-		echo
-		for f in $errs; do
-			echo "- $(basename "$f" .json): $(sed -n 's/.*"error_samples":\[\(.*\)\].*/\1/p' "$f" | cut -c1-300)"
-		done
-	fi
+	print_errors
 	for e in "$OUT"/*.e2e; do
 		[ -e "$e" ] || continue
 		if [ "$(eget "$e" drained)" = 0 ]; then
