@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import time
 import glob
+import itertools
 
 import pytest
 
@@ -332,3 +333,122 @@ def send_one(port, rcpt="alice@example.test", data=None, starttls=True, sender="
         return res
     finally:
         d.close()
+
+
+# ---- one server per test module (test_limits, test_protocol, test_smuggling) ----
+
+def ready(server, workers=2):
+    """wait_ready returns once one worker answers; a SIGTERM before every worker has set up
+    its signal handling can hang the stop, so wait for all of them."""
+    server.wait_log("event=worker_ready", count=workers)
+    server.wait_log("event=started")
+    return server
+
+
+class ModuleServer:
+    """One server for a whole test module (a server start costs a second or two under ASan)
+    and the clients its tests open. Tests that look at mailboxes use fresh ones from box();
+    the sanitizer check runs when the module ends. A module binds the fixtures:
+
+        world = ModuleServer(extra=..., box_prefix="x")
+        shared, server, _close_dialogs = world.fixtures()
+    """
+
+    def __init__(self, extra="", box_prefix="m"):
+        self.extra = extra
+        self.box_prefix = box_prefix
+        self.open = []
+        self.boxes = itertools.count(1)
+
+    def fixtures(self):
+        """(shared, server, _close_dialogs): the module-scoped server, `server` overridden to
+        it, and the autouse fixture that closes every client after its test."""
+        world = self
+
+        @pytest.fixture(scope="module")
+        def shared():
+            tmp = tempfile.mkdtemp(prefix="sealmail-e2e-")
+            s = Server(tmp, extra=world.extra)
+            s.start()
+            ready(s)
+            yield s
+            try:
+                s.stop()
+            finally:
+                s.check_sanitizers()
+                subprocess.run(["rm", "-rf", tmp])
+
+        @pytest.fixture
+        def server(shared):
+            return shared
+
+        @pytest.fixture(autouse=True)
+        def _close_dialogs(make_server):
+            # asks for make_server so that its servers stop after our clients are gone (an
+            # open session holds a SIGTERM for the whole shutdown grace)
+            yield
+            while world.open:
+                world.open.pop().close()
+
+        return shared, server, _close_dialogs
+
+    def box(self, server, prefix=None):
+        """A new, empty local mailbox on the running server."""
+        addr = "%s%d@example.test" % (prefix or self.box_prefix, next(self.boxes))
+        run_cli(["mailbox", "add", addr], conf=server.conf)
+        return addr
+
+    def dialog(self, port, src=None, timeout=10, tls=False):
+        """A Dialog closed after the test."""
+        d = Dialog(port, src=src, timeout=timeout, tls=tls)
+        self.open.append(d)
+        return d
+
+    def session(self, server, port=None, ehlo="client.test", src=None, tls=False):
+        """A connected Dialog past the greeting and (unless ehlo is None) EHLO."""
+        d = self.dialog(port or server.ports["mx"], src=src, tls=tls)
+        code, text = d.reply()
+        assert code == 220, text
+        if ehlo:
+            code, text = d.cmd("EHLO " + ehlo)
+            assert code == 250, text
+        return d
+
+
+def expect(d, line, code, enh=None, shown=None):
+    """Sends one command; asserts the reply code and the enhanced status code of its last
+    line (failure messages show line[:shown]). Returns the reply text."""
+    c, t = d.cmd(line)
+    assert c == code, "%r -> %s" % (line[:shown], t)
+    if enh is not None:
+        assert t.split("\n")[-1][4:].startswith(enh + " "), "%r -> %s (wanted %s)" % (
+            line[:shown], t, enh)
+    return t
+
+
+def envelope(d, rcpts, sender="a@sender.test", mail_params="", rcpt_params="", shown=None):
+    """MAIL FROM and one RCPT TO per recipient, each accepted."""
+    expect(d, "MAIL FROM:<%s>%s" % (sender, mail_params), 250, "2.1.0", shown=shown)
+    for r in rcpts:
+        expect(d, "RCPT TO:<%s>%s" % (r, rcpt_params), 250, "2.1.5", shown=shown)
+
+
+def expect_reply(d, code, enh=None):
+    c, t = d.reply()
+    assert c == code, t
+    if enh is not None:
+        assert t.split("\n")[-1][4:].startswith(enh + " "), "%s (wanted %s)" % (t, enh)
+    return t
+
+
+def in_sync(d):
+    """The next reply answers the next command: nothing extra is queued, nothing lost
+    (214 is answered by nothing but HELP)."""
+    t = expect(d, "HELP", 214, "2.0.0")
+    assert d.buf == b"", d.buf
+    return t
+
+
+def qid_of(text):
+    assert "queued as" in text, text
+    return text.split()[-1]

@@ -2,17 +2,14 @@
 must give its reply code (with the RFC 3463 enhanced code), be counted in the log
 ("event=limit limit=..."), and leave nothing delivered that should not be; where the
 bound allows the session to go on, the session must still be in step with the client."""
+import functools
 import glob
-import itertools
 import os
 import socket
-import subprocess
-import tempfile
 import time
 
-import pytest
-
-from conftest import Dialog, Server, run_cli, simple_message
+from conftest import (ModuleServer, envelope, expect, expect_reply, in_sync, qid_of, ready,
+                      simple_message)
 
 MAX_SIZE = 10240  # [limits] message_size = 10K on the shared server
 MAX_RCPTS = 3
@@ -21,94 +18,12 @@ SHARED_LIMITS = ("[limits]\nmessage_size = 10K\nrecipients = %d\nerrors = %d\n"
                  "idle_timeout = 10s\n" % (MAX_RCPTS, MAX_ERRORS))
 
 
-# ---- helpers (own to this file) ----
+# ---- helpers (own to this file; the shared server and its clients: conftest) ----
 
-def ready(server, workers=2):
-    """Every worker up (a stop that races a worker's start can hang)."""
-    server.wait_log("event=worker_ready", count=workers)
-    server.wait_log("event=started")
-    return server
-
-
-@pytest.fixture(scope="module")
-def shared():
-    tmp = tempfile.mkdtemp(prefix="sealmail-e2e-")
-    s = Server(tmp, extra=SHARED_LIMITS)
-    s.start()
-    ready(s)
-    yield s
-    try:
-        s.stop()
-    finally:
-        s.check_sanitizers()
-        subprocess.run(["rm", "-rf", tmp])
-
-
-@pytest.fixture
-def server(shared):
-    return shared
-
-
-_open = []
-_boxes = itertools.count(1)
-
-
-@pytest.fixture(autouse=True)
-def _close_dialogs(make_server):
-    # asks for make_server so that its servers stop after our clients are gone (an open
-    # session holds a SIGTERM for the whole shutdown grace)
-    yield
-    while _open:
-        _open.pop().close()
-
-
-def box(server, prefix="l"):
-    addr = "%s%d@example.test" % (prefix, next(_boxes))
-    run_cli(["mailbox", "add", addr], conf=server.conf)
-    return addr
-
-
-def dialog(port, src=None, timeout=10):
-    d = Dialog(port, src=src, timeout=timeout)
-    _open.append(d)
-    return d
-
-
-def session(server, port=None, ehlo="client.test", src=None):
-    d = dialog(port or server.ports["mx"], src=src)
-    code, text = d.reply()
-    assert code == 220, text
-    if ehlo:
-        code, text = d.cmd("EHLO " + ehlo)
-        assert code == 250, text
-    return d
-
-
-def expect(d, line, code, enh=None):
-    c, t = d.cmd(line)
-    assert c == code, "%r -> %s" % (line[:80], t)
-    if enh is not None:
-        assert t.split("\n")[-1][4:].startswith(enh + " "), "%r -> %s (wanted %s)" % (
-            line[:80], t, enh)
-    return t
-
-
-def expect_reply(d, code, enh=None):
-    c, t = d.reply()
-    assert c == code, t
-    if enh is not None:
-        assert t.split("\n")[-1][4:].startswith(enh + " "), "%s (wanted %s)" % (t, enh)
-    return t
-
-
-def in_sync(d):
-    expect(d, "HELP", 214, "2.0.0")
-    assert d.buf == b"", d.buf
-
-
-def qid_of(text):
-    assert "queued as" in text, text
-    return text.split()[-1]
+world = ModuleServer(extra=SHARED_LIMITS, box_prefix="l")
+shared, server, _close_dialogs = world.fixtures()
+box, dialog, session = world.box, world.dialog, world.session
+expect = functools.partial(expect, shown=80)
 
 
 class LogMark:
@@ -127,9 +42,7 @@ def settle(server, qid):
 
 
 def begin_data(d, rcpts):
-    expect(d, "MAIL FROM:<a@sender.test>", 250, "2.1.0")
-    for r in rcpts:
-        expect(d, "RCPT TO:<%s>" % r, 250, "2.1.5")
+    envelope(d, rcpts, shown=80)
     expect(d, "DATA", 354)
 
 
@@ -334,8 +247,7 @@ def test_message_size_over_limit_data(server):
 def test_message_size_over_limit_bdat(server):
     who = box(server)
     d = session(server)
-    expect(d, "MAIL FROM:<a@sender.test>", 250, "2.1.0")
-    expect(d, "RCPT TO:<%s>" % who, 250, "2.1.5")
+    envelope(d, [who], shown=80)
     msg = sized_message(MAX_SIZE + 1000).encode()
     half = MAX_SIZE // 2
     d.send(b"BDAT %d\r\n" % half + msg[:half])

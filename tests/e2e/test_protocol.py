@@ -5,109 +5,21 @@ DSN), BDAT (RFC 3030), PIPELINING (RFC 2920), STARTTLS and the submission listen
 loop guard (RFC 5321 6.3). Each test checks exact reply codes with their enhanced status
 codes (RFC 3463) and what did or did not reach a Maildir."""
 import glob
-import itertools
 import os
 import ssl
-import subprocess
-import tempfile
 import time
 import warnings
 
 import pytest
 
-from conftest import Dialog, Server, client_tls_context, run_cli, simple_message
+from conftest import (ModuleServer, client_tls_context, envelope, expect, expect_reply, in_sync,
+                      qid_of, ready, simple_message)
 
-HELP_SYNC = "HELP"  # 214 is answered by nothing else: a reply in step with the client
+# ---- helpers (own to this file; the shared server and its clients: conftest) ----
 
-
-# ---- helpers (own to this file) ----
-
-def ready(server, workers=2):
-    """conftest's wait_ready returns once one worker answers; a SIGTERM before every worker
-    has set up its signal handling can hang the stop, so wait for all of them."""
-    server.wait_log("event=worker_ready", count=workers)
-    server.wait_log("event=started")
-    return server
-
-
-@pytest.fixture(scope="module")
-def shared():
-    """One server for the whole module (a server start costs a second or two under ASan).
-    Tests that look at mailboxes use fresh ones from box(); the sanitizer check runs when
-    the module ends."""
-    tmp = tempfile.mkdtemp(prefix="sealmail-e2e-")
-    s = Server(tmp)
-    s.start()
-    ready(s)
-    yield s
-    try:
-        s.stop()
-    finally:
-        s.check_sanitizers()
-        subprocess.run(["rm", "-rf", tmp])
-
-
-@pytest.fixture
-def server(shared):
-    return shared
-
-
-_open = []
-_boxes = itertools.count(1)
-
-
-@pytest.fixture(autouse=True)
-def _close_dialogs(make_server):
-    # asks for make_server so that its servers stop after our clients are gone (an open
-    # session holds a SIGTERM for the whole shutdown grace)
-    yield
-    while _open:
-        _open.pop().close()
-
-
-def box(server, prefix="p"):
-    """A new, empty local mailbox on the running server."""
-    addr = "%s%d@example.test" % (prefix, next(_boxes))
-    run_cli(["mailbox", "add", addr], conf=server.conf)
-    return addr
-
-
-def session(server, port=None, ehlo="client.test", src=None, tls=False):
-    """A connected Dialog past the greeting and (unless ehlo is None) EHLO."""
-    d = Dialog(port or server.ports["mx"], src=src, tls=tls)
-    _open.append(d)
-    code, text = d.reply()
-    assert code == 220, text
-    if ehlo:
-        code, text = d.cmd("EHLO " + ehlo)
-        assert code == 250, text
-    return d
-
-
-def expect(d, line, code, enh=None):
-    """Sends one command; asserts the reply code and the enhanced status code of its last
-    line. Returns the reply text."""
-    c, t = d.cmd(line)
-    assert c == code, "%r -> %s" % (line, t)
-    if enh is not None:
-        last = t.split("\n")[-1]
-        assert last[4:].startswith(enh + " "), "%r -> %s (wanted %s)" % (line, t, enh)
-    return t
-
-
-def expect_reply(d, code, enh=None):
-    c, t = d.reply()
-    assert c == code, t
-    if enh is not None:
-        assert t.split("\n")[-1][4:].startswith(enh + " "), "%s (wanted %s)" % (t, enh)
-    return t
-
-
-def in_sync(d):
-    """The next reply answers the next command: nothing extra is queued, nothing lost."""
-    t = expect(d, HELP_SYNC, 214, "2.0.0")
-    assert d.buf == b"", d.buf
-    return t
+world = ModuleServer(box_prefix="p")
+shared, server, _close_dialogs = world.fixtures()
+box, dialog, session = world.box, world.dialog, world.session
 
 
 def all_messages(server):
@@ -136,16 +48,9 @@ def settle(server, qids=(), timeout=10):
         server.wait_log("event=removed qid=%s" % q, timeout=timeout)
 
 
-def qid_of(text):
-    assert "queued as" in text, text
-    return text.split()[-1]
-
-
 def transaction(d, rcpts=("alice@example.test",), sender="a@sender.test", data=None,
                 mail_params="", rcpt_params=""):
-    expect(d, "MAIL FROM:<%s>%s" % (sender, mail_params), 250, "2.1.0")
-    for r in rcpts:
-        expect(d, "RCPT TO:<%s>%s" % (r, rcpt_params), 250, "2.1.5")
+    envelope(d, rcpts, sender, mail_params, rcpt_params)
     expect(d, "DATA", 354)
     d.send((data if data is not None else simple_message()) + "\r\n.\r\n")
     return qid_of(expect_reply(d, 250, "2.0.0"))
@@ -161,8 +66,7 @@ def deliver(server, who, n=1):
 # ---- greeting, EHLO, HELO ----
 
 def test_greeting_is_220_with_hostname(server):
-    d = Dialog(server.ports["mx"])
-    _open.append(d)
+    d = dialog(server.ports["mx"])
     assert d.reply() == (220, "220 mx.example.test ESMTP sealmail")
 
 
@@ -971,8 +875,7 @@ def test_loop_guard_51_received_rejected(server):
 def test_loop_guard_via_bdat(server):
     who = box(server)
     d = session(server)
-    expect(d, "MAIL FROM:<a@sender.test>", 250, "2.1.0")
-    expect(d, "RCPT TO:<%s>" % who, 250, "2.1.5")
+    envelope(d, [who])
     msg = loop_message(51).encode()
     d.send(b"BDAT %d LAST\r\n" % len(msg) + msg)
     expect_reply(d, 554, "5.4.6")

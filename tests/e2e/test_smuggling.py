@@ -6,16 +6,15 @@ and that neither the outer nor the smuggled message reached a mailbox.
 
 Also promise 2's STARTTLS injection (CVE-2011-0411): commands pipelined behind STARTTLS
 are discarded, never executed."""
-import itertools
 import socket
 import ssl
-import subprocess
-import tempfile
 import time
 
 import pytest
 
-from conftest import Dialog, Server, client_tls_context, run_cli, simple_message
+from conftest import (ModuleServer, client_tls_context, expect, expect_reply, qid_of,
+                      simple_message)
+from conftest import in_sync as conftest_in_sync
 
 # the published sequences (and two more) that some servers take for the end of data
 SEQUENCES = {
@@ -30,84 +29,18 @@ SEQUENCES = {
 BAD = {k: v for k, v in SEQUENCES.items() if v is not None}
 
 
-# ---- helpers (own to this file) ----
+# ---- helpers (own to this file; the shared server and its clients: conftest) ----
 
-def ready(server, workers=2):
-    server.wait_log("event=worker_ready", count=workers)
-    server.wait_log("event=started")
-    return server
-
-
-@pytest.fixture(scope="module")
-def shared():
-    tmp = tempfile.mkdtemp(prefix="sealmail-e2e-")
-    s = Server(tmp)
-    s.start()
-    ready(s)
-    yield s
-    try:
-        s.stop()
-    finally:
-        s.check_sanitizers()
-        subprocess.run(["rm", "-rf", tmp])
-
-
-@pytest.fixture
-def server(shared):
-    return shared
-
-
-_open = []
-_boxes = itertools.count(1)
-
-
-@pytest.fixture(autouse=True)
-def _close_dialogs(make_server):
-    yield
-    while _open:
-        _open.pop().close()
-
-
-def box(server, prefix="s"):
-    addr = "%s%d@example.test" % (prefix, next(_boxes))
-    run_cli(["mailbox", "add", addr], conf=server.conf)
-    return addr
-
-
-def session(server, ehlo="client.test", port=None):
-    d = Dialog(port or server.ports["mx"])
-    _open.append(d)
-    code, text = d.reply()
-    assert code == 220, text
-    if ehlo:
-        code, text = d.cmd("EHLO " + ehlo)
-        assert code == 250, text
-    return d
-
-
-def expect(d, line, code, enh=None):
-    c, t = d.cmd(line)
-    assert c == code, "%r -> %s" % (line, t)
-    if enh is not None:
-        assert t.split("\n")[-1][4:].startswith(enh + " "), "%r -> %s (wanted %s)" % (
-            line, t, enh)
-    return t
-
-
-def expect_reply(d, code, enh=None):
-    c, t = d.reply()
-    assert c == code, t
-    if enh is not None:
-        assert t.split("\n")[-1][4:].startswith(enh + " "), "%s (wanted %s)" % (t, enh)
-    return t
+world = ModuleServer(box_prefix="s")
+shared, server, _close_dialogs = world.fixtures()
+box, session = world.box, world.session
 
 
 def in_sync(d):
     """HELP is answered with 214 by nothing else: the next reply must be its answer, and
     nothing may follow it (a smuggled transaction would have left replies queued)."""
     expect(d, "NOOP", 250, "2.0.0")
-    expect(d, "HELP", 214, "2.0.0")
-    assert d.buf == b"", d.buf
+    conftest_in_sync(d)
     d.sock.settimeout(0.3)
     try:
         extra = d.sock.recv(4096)
@@ -115,11 +48,6 @@ def in_sync(d):
         extra = b""
     d.sock.settimeout(10)
     assert extra == b"", extra
-
-
-def qid_of(text):
-    assert "queued as" in text, text
-    return text.split()[-1]
 
 
 def smuggling_body(seq, outer, smuggled):
