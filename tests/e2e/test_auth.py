@@ -23,7 +23,7 @@ import time
 import pytest
 
 from conftest import (ENV_SAN, TEST_LOGIN, TEST_PASSWORD, Dialog, Server, client_tls_context,
-                      run_cli, simple_message)
+                      ready, run_cli, simple_message)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRAM_CLIENT = os.environ.get("SCRAM_CLIENT") or os.path.join(
@@ -35,14 +35,6 @@ BOXES = ["box%d@example.test" % i for i in range(1, 13)]
 
 
 # ---- helpers ----
-
-def ready(server, workers):
-    """wait_ready returns once one worker answers; wait for all of them (a SIGTERM before a
-    worker has its signal handling can hang the stop)."""
-    server.wait_log("event=worker_ready", count=workers)
-    server.wait_log("event=started")
-    return server
-
 
 _ips = itertools.count(10)
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import (TEST_LOGIN, TEST_PASSWORD, Dialog, Server, run_cli, simple_message)
+from conftest import (TEST_LOGIN, TEST_PASSWORD, Dialog, Server, ready, run_cli, simple_message)
 
 LIMIT_RE = re.compile(r"^451 4\.7\.1 <([^>]+)>: hourly sending limit reached: plan (\S+) allows "
                       r"(\d+) recipients per hour; capacity frees up in (\d+) seconds$")
@@ -33,12 +33,6 @@ def check_limit(text, plan, limit):
     assert m.group(2) == plan and m.group(3) == str(limit), text
     assert 3400 <= int(m.group(4)) <= 3600, text
     return m.group(1)
-
-
-def ready(server, workers):
-    server.wait_log("event=worker_ready", count=workers)
-    server.wait_log("event=started")
-    return server
 
 
 _open = []
